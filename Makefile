@@ -1,0 +1,25 @@
+# Two commands do all the set-up on a fresh machine (see README):
+#   make demo   - install, then RL-train the embedded SmolLM2-135M on generated arithmetic (CPU)
+#   make test   - install, then run the test suite (what CI runs)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ALGO ?= reinforce_rej
+
+.PHONY: setup test demo lint bench
+
+setup:
+	@bash scripts/setup_env.sh
+
+test: setup
+	$(PY) -m ruff check openrlhf_ext tests benchmarks
+	$(PY) -m pytest -q tests
+
+demo: setup
+	$(PY) -m openrlhf_ext.cli.train_ppo_ray --advantage_estimator $(ALGO)
+
+lint: setup
+	$(PY) -m ruff check openrlhf_ext tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/bench_advantages.py
+	$(PY) benchmarks/bench_reward.py
