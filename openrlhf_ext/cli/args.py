@@ -1,0 +1,447 @@
+"""The ``train_ppo_ray`` command line: OpenRLHF 0.11.2's parser and validation, extended.
+
+OpenRLHF builds its parser and validates the arguments inside the ``if __name__ == "__main__":``
+block of ``openrlhf/cli/train_ppo_ray.py``, so neither can be imported. Rather than copy that
+block, :func:`run_stock_main` executes it (read with :mod:`ast` from the installed file) with
+``argparse.ArgumentParser.parse_args`` hooked for the duration:
+
+1. the hook receives the stock parser, fully built, and extends it (:func:`extend_parser`):
+   more choices for the estimator / policy loss / loss aggregation, the ``--ext.*`` grid switches,
+   the legacy flat spellings (:data:`LEGACY_ALIASES` plus the automatic ``dotted -> underscored``
+   rule) and ``--print_config``;
+2. it parses, expands the estimator preset into the grid switches and validates our additions
+   (:func:`finalize_extensions`);
+3. OpenRLHF's own validation then runs unchanged on the result and finally calls the ``train``
+   function we pass in.
+
+So every stock flag keeps its stock default and meaning, and an OpenRLHF upgrade that changes
+the parser is picked up (or breaks loudly in ``tests/test_cli.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import dataclasses
+import importlib.util
+import json
+import math
+import sys
+import types
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from openrlhf_ext.algorithms.config import PRESETS
+
+STOCK_MODULE = "openrlhf.cli.train_ppo_ray"
+
+NEW_LOSS_AGG_MODES = ("seq-mean-token-sum", "seq-mean-token-sum-norm")
+NEW_POLICY_LOSS_TYPES = ("vanilla",)
+
+# Placeholders resolved at launch (model conversion, data generation), so that --print_config and
+# validation stay instant and never touch the network or the disk.
+EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
+EMBEDDED_PROMPTS = "embedded:arithmetic"
+
+LEGACY_NO_OP_FLAGS = ("--bf16", "--flash_attn")
+
+# Legacy flat spellings (older OpenRLHF, the papers' scripts) whose name is not simply the new
+# dotted name with "." replaced by "_" (those are added automatically, see legacy_alias_table).
+LEGACY_ALIASES: dict[str, str] = {
+    "advantage_estimator": "algo.advantage.estimator",
+    "n_samples_per_prompt": "rollout.n_samples_per_prompt",
+    "init_kl_coef": "algo.kl.init_coef",
+    "kl_target": "algo.kl.target",
+    "kl_horizon": "algo.kl.horizon",
+    "use_kl_loss": "algo.kl.use_loss",
+    "kl_estimator": "algo.kl.estimator",
+    "eps_clip": "actor.eps_clip",
+    "eps_clip_low_high": "actor.eps_clip_low_high",
+    "dual_clip": "actor.dual_clip",
+    "value_clip": "critic.value_clip",
+    "temperature": "rollout.temperature",
+    "top_p": "rollout.top_p",
+    "micro_train_batch_size": "train.micro_batch_size",
+    "train_batch_size": "train.batch_size",
+    "rollout_batch_size": "rollout.batch_size",
+    "micro_rollout_batch_size": "rollout.micro_batch_size",
+    "prompt_max_len": "ext.prompt_max_len",
+    "generate_max_len": "rollout.max_new_tokens",
+    "pretrain": "actor.model_name_or_path",
+    "reward_pretrain": "reward.model_name_or_path",
+    "critic_pretrain": "critic.model_name_or_path",
+    "prompt_data": "data.prompt_dataset",
+    "prompt_data_probs": "data.prompt_probs",
+    "prompt_split": "data.prompt_split",
+    "input_key": "data.input_key",
+    "label_key": "data.label_key",
+    "input_template": "data.input_template",
+    "apply_chat_template": "data.apply_chat_template",
+    "max_samples": "data.max_samples",
+    "max_len": "data.max_len",
+    "max_epochs": "train.max_epochs",
+    "num_episodes": "train.num_episodes",
+    "remote_rm_url": "reward.remote_url",
+    "dynamic_filtering": "algo.dynamic_filtering_enable",
+    "dynamic_filtering_reward_range": "algo.dynamic_filtering_range",
+    "gamma": "algo.advantage.gamma",
+    "lambd": "algo.advantage.lambd",
+    "no_advantage_std_norm": "algo.advantage.no_std_norm",
+    "policy_loss_type": "actor.policy_loss_type",
+    "loss_agg_mode": "actor.loss_agg_mode",
+    "entropy_loss_coef": "actor.entropy_coef",
+    "aux_loss_coef": "actor.aux_loss_coef",
+    "actor_learning_rate": "actor.adam.lr",
+    "critic_learning_rate": "critic.adam.lr",
+    "l2": "actor.adam.weight_decay",
+    "adam_betas": "actor.adam.betas",
+    "lr_warmup_ratio": "actor.lr_warmup_ratio",
+    "max_norm": "actor.max_norm",
+    "seed": "train.seed",
+    "zero_stage": "ds.zero_stage",
+    "adam_offload": "ds.adam_offload",
+    "gradient_checkpointing": "actor.gradient_checkpointing_enable",
+    "packing_samples": "ds.packing_samples",
+    "attn_implementation": "ds.attn_implementation",
+    "colocate_all_models": "train.colocate_all",
+    "colocate_actor_ref": "train.colocate_actor_ref",
+    "colocate_critic_reward": "train.colocate_critic_reward",
+    "deepspeed_enable_sleep": "ds.enable_sleep",
+    "vllm_sync_backend": "vllm.sync_backend",
+    "enforce_eager": "vllm.enforce_eager",
+    "enable_prefix_caching": "vllm.enable_prefix_caching",
+    "save_path": "ckpt.output_dir",
+    "ckpt_path": "ckpt.path",
+    "save_steps": "ckpt.save_steps",
+    "save_hf_ckpt": "ckpt.save_hf",
+    "disable_ds_ckpt": "ckpt.disable_ds",
+    "max_ckpt_num": "ckpt.max_num",
+    "max_ckpt_mem": "ckpt.max_mem",
+    "load_checkpoint": "ckpt.load_enable",
+    "logging_steps": "logger.logging_steps",
+    "eval_steps": "eval.steps",
+    "eval_dataset": "eval.dataset",
+    "eval_temperature": "eval.temperature",
+    "eval_n_samples_per_prompt": "eval.n_samples_per_prompt",
+    "use_wandb": "logger.wandb.key",
+    "wandb_project": "logger.wandb.project",
+    "wandb_run_name": "logger.wandb.run_name",
+    "use_tensorboard": "logger.tensorboard_dir",
+    "normalize_reward": "reward.normalize_enable",
+    "reward_clip_range": "reward.clip_range",
+    "agent_func_path": "train.agent_func_path",
+    "async_train": "train.async_enable",
+    "full_determinism": "train.full_determinism_enable",
+    "use_dynamic_batch": "train.dynamic_batch_enable",
+    "freezing_actor_steps": "critic.freezing_steps",
+}
+
+
+def default_reward_file() -> str:
+    """The project's math reward, in OpenRLHF's ``--reward.remote_url file.py`` form."""
+    package_dir = Path(importlib.util.find_spec("openrlhf_ext.rewards").origin).parent
+    return str(package_dir / "math_reward_func.py")
+
+
+class ConfigError(ValueError):
+    """An invalid flag or flag combination; the message starts with the flag it is about."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Our additions to the parser
+
+
+def _add_ext_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "openrlhf-ext advantage grid (SPEC §1)",
+        "Each estimator is a preset of these switches; a switch given here overrides the preset.",
+    )
+    group.add_argument("--ext.filter", choices=["none", "all_wrong", "all_correct", "both"], default=None,
+                       help="drop prompt groups whose responses are all wrong / all correct / either")
+    group.add_argument("--ext.positive_only", choices=["on", "off"], default=None,
+                       help="keep only correct responses, advantage 1 (RAFT)")
+    group.add_argument("--ext.baseline", choices=["none", "group_mean", "group_loo", "batch_mean"], default=None,
+                       help="baseline subtracted from the reward")
+    group.add_argument("--ext.std_scale", choices=["none", "group", "batch", "whiten"], default=None,
+                       help="std the baselined reward is divided by")
+    group.add_argument("--ext.stats", choices=["sample", "token"], default=None,
+                       help="weight batch statistics per sample or per action token")
+    group.add_argument("--ext.correct_threshold", type=float, default=0.0,
+                       help="a response is correct when its reward is above this")
+    group.add_argument("--ext.loss_norm_tokens", type=int, default=None,
+                       help="MAX_TOKENS of seq-mean-token-sum-norm (default: --rollout.max_new_tokens)")
+    group.add_argument("--ext.prompt_max_len", type=int, default=None,
+                       help="legacy --prompt_max_len; with --generate_max_len it sets --data.max_len")
+
+    reward = parser.add_argument_group("openrlhf-ext math reward and prompts (SPEC §4)")
+    reward.add_argument("--ext.template", choices=["r1", "qwen_math", "none", "chat"], default=None,
+                        help="prompt template applied when the prompt dataset is built "
+                             "(default: stock --data.input_template / --data.apply_chat_template handling; "
+                             "'chat' for the embedded data)")
+    reward.add_argument("--ext.signed_reward", action="store_true", default=False,
+                        help="math reward in {-1,+1} instead of {0,1}")
+    reward.add_argument("--ext.format_reward_coef", type=float, default=0.0,
+                        help="weight of the optional format reward")
+    reward.add_argument("--ext.reward_timeout", type=float, default=5.0,
+                        help="hard wall-clock limit (s) of one scoring call")
+    reward.add_argument("--ext.difficulty", type=int, default=1,
+                        help="difficulty of the embedded generated problems (0 easiest)")
+    reward.add_argument("--ext.num_prompts", type=int, default=256,
+                        help="number of embedded generated problems")
+
+    parser.add_argument("--print_config", action="store_true", default=False,
+                        help="print the resolved, validated configuration as JSON and exit")
+
+
+def _extend_choices(parser: argparse.ArgumentParser, dest: str, extra: Sequence[str]) -> None:
+    action = next(a for a in parser._actions if a.dest == dest)
+    action.choices = list(action.choices) + [c for c in extra if c not in action.choices]
+
+
+def legacy_alias_table(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Every legacy flat flag name -> the dest it sets (explicit table + ``a.b_c`` -> ``a_b_c``)."""
+    taken = set(parser._option_string_actions)
+    table = {}
+    for action in parser._actions:
+        if "." in action.dest:
+            flat = action.dest.replace(".", "_")
+            if f"--{flat}" not in taken:
+                table[flat] = action.dest
+    table.update(LEGACY_ALIASES)
+    return {alias: dest for alias, dest in sorted(table.items()) if f"--{alias}" not in taken}
+
+
+def _add_legacy_aliases(parser: argparse.ArgumentParser) -> None:
+    by_dest = {a.dest: a for a in parser._actions}
+    for alias, dest in legacy_alias_table(parser).items():
+        # A clone of the real action under another option string; SUPPRESS keeps it from
+        # overwriting the real default.
+        clone = copy.copy(by_dest[dest])
+        clone.option_strings = [f"--{alias}"]
+        clone.default = argparse.SUPPRESS
+        clone.help = argparse.SUPPRESS
+        clone.required = False
+        parser._add_action(clone)
+        parser._option_string_actions[f"--{alias}"] = clone
+    # Older scripts pass flags that are now defaults (bf16, flash attention); accept them as no-ops.
+    for flag in LEGACY_NO_OP_FLAGS:
+        if flag not in parser._option_string_actions:
+            parser.add_argument(flag, action=_NoOp, nargs=0, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+class _NoOp(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        pass
+
+
+def _one_line_error(parser: argparse.ArgumentParser, message: str) -> None:
+    """argparse's error() without the (very long) usage block: one line naming the flag."""
+    parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")
+
+
+def extend_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    _extend_choices(parser, "algo.advantage.estimator", list(PRESETS))
+    _extend_choices(parser, "actor.policy_loss_type", NEW_POLICY_LOSS_TYPES)
+    _extend_choices(parser, "actor.loss_agg_mode", NEW_LOSS_AGG_MODES)
+    _add_ext_arguments(parser)
+    _add_legacy_aliases(parser)
+    parser.prog = "python -m openrlhf_ext.cli.train_ppo_ray"
+    parser.error = types.MethodType(_one_line_error, parser)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Preset expansion and validation (flat namespace, before OpenRLHF's own validation)
+
+
+def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The dests the user set on the command line (to let explicit flags win over presets)."""
+    options = parser._option_string_actions
+    found = set()
+    for token in argv:
+        if not token.startswith("--") or token == "--":
+            continue
+        name = token.split("=", 1)[0]
+        if name in options:
+            found.add(options[name].dest)
+        elif parser.allow_abbrev:
+            matches = {a.dest for opt, a in options.items() if opt.startswith(name)}
+            if len(matches) == 1:
+                found |= matches
+    return found
+
+
+def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.Namespace:
+    """Expand the estimator preset into the grid switches; validate what we added."""
+    get = lambda key: getattr(ns, key)  # noqa: E731
+    estimator = get("algo.advantage.estimator")
+    preset = PRESETS[estimator]
+
+    overrides: dict[str, Any] = {}
+    for switch in ("filter", "baseline", "std_scale", "stats"):
+        if get(f"ext.{switch}") is not None:
+            overrides[switch] = get(f"ext.{switch}")
+    if get("ext.positive_only") is not None:
+        overrides["positive_only"] = get("ext.positive_only") == "on"
+    if preset.config is None:
+        if overrides:
+            raise ConfigError(
+                f"--ext.{next(iter(overrides))}: the grid switches do not apply to --algo.advantage.estimator "
+                f"{estimator} (critic-based GAE); pick a critic-free estimator"
+            )
+    else:
+        try:
+            config = preset.config.replace(correct_threshold=get("ext.correct_threshold"), **overrides)
+        except ValueError as err:
+            flags = ", ".join(f"--ext.{k}" for k in overrides) or "--algo.advantage.estimator"
+            raise ConfigError(f"{flags}: {err}") from None
+        for key, value in dataclasses.asdict(config).items():
+            setattr(ns, f"ext.{key}", value)
+        n = get("rollout.n_samples_per_prompt")
+        if config.uses_groups and n < 2:
+            raise ConfigError(
+                f"--rollout.n_samples_per_prompt: {estimator} (filter={config.filter}, baseline={config.baseline}, "
+                f"std_scale={config.std_scale}) compares the responses of a prompt and needs at least 2, got {n}"
+            )
+
+    # Preset defaults for the loss, unless given explicitly.
+    if "actor.policy_loss_type" not in explicit:
+        setattr(ns, "actor.policy_loss_type", preset.policy_loss_type)
+    if preset.loss_agg_mode and "actor.loss_agg_mode" not in explicit:
+        setattr(ns, "actor.loss_agg_mode", preset.loss_agg_mode)
+
+    # Legacy --prompt_max_len + --generate_max_len -> --data.max_len (total length in 0.11.2).
+    prompt_max_len = get("ext.prompt_max_len")
+    if prompt_max_len is not None and "data.max_len" not in explicit:
+        new_tokens = get("rollout.max_new_tokens")
+        if new_tokens is None:
+            raise ConfigError("--prompt_max_len: needs --generate_max_len (or set --data.max_len directly)")
+        setattr(ns, "data.max_len", prompt_max_len + new_tokens)
+
+    if get("actor.loss_agg_mode") == "seq-mean-token-sum-norm":
+        norm = get("ext.loss_norm_tokens") or get("rollout.max_new_tokens") or get("data.max_len")
+        if norm <= 0:
+            raise ConfigError(f"--ext.loss_norm_tokens: must be positive, got {norm}")
+        setattr(ns, "ext.loss_norm_tokens", norm)
+
+    if get("ext.reward_timeout") <= 0 or not math.isfinite(get("ext.reward_timeout")):
+        raise ConfigError(f"--ext.reward_timeout: must be a positive number of seconds, got {get('ext.reward_timeout')}")
+
+    _fill_embedded_defaults(ns)
+    return ns
+
+
+def _fill_embedded_defaults(ns: argparse.Namespace) -> None:
+    """No model / data / reward flags: train the embedded model on generated problems."""
+    if getattr(ns, "actor.model_name_or_path") is None:
+        setattr(ns, "actor.model_name_or_path", EMBEDDED_MODEL)
+    if getattr(ns, "data.prompt_dataset") is None:
+        setattr(ns, "data.prompt_dataset", EMBEDDED_PROMPTS)
+        if getattr(ns, "ext.template") is None:
+            setattr(ns, "ext.template", "chat")
+    no_reward = not (
+        getattr(ns, "reward.remote_url") or getattr(ns, "reward.model_name_or_path")
+        or getattr(ns, "train.agent_func_path")
+    )
+    if no_reward:
+        setattr(ns, "reward.remote_url", default_reward_file())
+
+
+# ---------------------------------------------------------------------------------------------
+# Running OpenRLHF's __main__ block with the hook
+
+
+def _stock_main_block() -> ast.Module:
+    origin = importlib.util.find_spec(STOCK_MODULE).origin
+    with open(origin, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=origin)
+    for node in tree.body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "__name__ == '__main__'":
+            return ast.Module(body=node.body, type_ignores=[])
+    raise RuntimeError(f"{origin}: no `if __name__ == '__main__'` block; OpenRLHF's CLI layout changed")
+
+
+class _ParserCaptured(Exception):
+    def __init__(self, parser: argparse.ArgumentParser):
+        self.parser = parser
+
+
+@contextmanager
+def _hooked_parse_args(on_parse: Callable[[argparse.ArgumentParser], argparse.Namespace]):
+    original = argparse.ArgumentParser.parse_args
+
+    def parse_args(self, args=None, namespace=None):  # noqa: ARG001  (argv comes from on_parse)
+        argparse.ArgumentParser.parse_args = original  # one shot: sub-parsers behave normally
+        return on_parse(self)
+
+    argparse.ArgumentParser.parse_args = parse_args
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.parse_args = original
+
+
+def _exec_stock_main(train: Callable[[SimpleNamespace], Any]) -> None:
+    code = compile(_stock_main_block(), importlib.util.find_spec(STOCK_MODULE).origin, "exec")
+    exec(code, {"__name__": "__main__", "argparse": argparse, "datetime": datetime, "train": train})  # noqa: S102
+
+
+def stock_parser() -> argparse.ArgumentParser:
+    """OpenRLHF 0.11.2's own ``train_ppo_ray`` parser, as its ``__main__`` block builds it."""
+
+    def capture(parser):
+        raise _ParserCaptured(parser)
+
+    try:
+        with _hooked_parse_args(capture):
+            _exec_stock_main(train=lambda args: None)
+    except _ParserCaptured as captured:
+        return captured.parser
+    raise RuntimeError("OpenRLHF's __main__ block did not build a parser")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The stock parser, extended (for docs, tests and the flag table)."""
+    return extend_parser(stock_parser())
+
+
+def run_stock_main(argv: Sequence[str], train: Callable[[SimpleNamespace], Any]) -> None:
+    """Parse ``argv`` with the extended stock parser, run stock validation, then ``train(args)``."""
+
+    def parse(parser):
+        extend_parser(parser)
+        ns = parser.parse_args(list(argv))
+        try:
+            return finalize_extensions(ns, explicit_dests(parser, argv))
+        except ConfigError as err:
+            parser.error(str(err))
+
+    try:
+        with _hooked_parse_args(parse):
+            _exec_stock_main(train)
+    except AssertionError as err:
+        # OpenRLHF validates with bare asserts; turn them into one clear line and exit code 2.
+        print(f"{sys.argv[0] if sys.argv else 'train_ppo_ray'}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def config_to_dict(args: SimpleNamespace) -> dict[str, Any]:
+    def convert(value):
+        if isinstance(value, SimpleNamespace):
+            return {k: convert(v) for k, v in vars(value).items()}
+        if isinstance(value, tuple | list):
+            return [convert(v) for v in value]
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        return value
+
+    return convert(args)
+
+
+def dump_config(args: SimpleNamespace) -> str:
+    return json.dumps(config_to_dict(args), indent=2, sort_keys=True, default=str)

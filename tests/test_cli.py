@@ -1,0 +1,192 @@
+"""The train_ppo_ray CLI: a strict superset of OpenRLHF 0.11.2's, checked through --print_config."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from openrlhf_ext.cli.args import LEGACY_ALIASES, build_parser, legacy_alias_table, stock_parser
+from openrlhf_ext.cli.train_ppo_ray import main
+
+# Flags every test passes so that no embedded default (model conversion, data generation) kicks in.
+BASE = ["--pretrain", "/models/m", "--prompt_data", "/data/p.jsonl", "--remote_rm_url", "/rm/reward.py"]
+
+
+def resolved(capsys, *flags: str) -> dict:
+    main([*BASE, *flags, "--print_config"])
+    return json.loads(capsys.readouterr().out)
+
+
+def error_of(capsys, *flags: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*BASE, *flags, "--print_config"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_issue_example_reinforce_rej(capsys):
+    config = resolved(capsys, "--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "4")
+    assert config["algo"]["advantage"]["estimator"] == "reinforce_rej"
+    assert config["ext"]["filter"] == "both"
+    assert config["ext"]["baseline"] == "none" and config["ext"]["std_scale"] == "none"
+    assert config["ext"]["positive_only"] is False
+    assert config["rollout"]["n_samples_per_prompt"] == 4
+    assert config["actor"]["policy_loss_type"] == "ppo"
+
+
+def test_stock_defaults_are_unchanged(capsys):
+    config = resolved(capsys, "--algo.advantage.estimator", "group_norm", "--rollout.n_samples_per_prompt", "8")
+    # A sample of OpenRLHF 0.11.2 defaults.
+    assert config["actor"]["eps_clip_low_high"] == [0.2, 0.2]
+    assert config["actor"]["adam"]["lr"] == 1e-6
+    assert config["algo"]["kl"]["init_coef"] == 0.01
+    assert config["algo"]["kl"]["estimator"] == "k1"
+    assert config["actor"]["loss_agg_mode"] == "token-mean"
+    assert config["train"]["batch_size"] == 128
+    assert config["rollout"]["batch_size"] == 1024
+    assert config["ds"]["zero_stage"] == 2
+    # stock normalisations ran: remote_url split into a list, vllm batch size filled in, no critic.
+    assert config["reward"]["remote_url"] == ["/rm/reward.py"]
+    assert config["rollout"]["vllm_generate_batch_size"] == 1024
+    assert config["critic"]["model_name_or_path"] is None
+    assert config["ext"]["baseline"] == "group_mean" and config["ext"]["std_scale"] == "group"
+
+
+@pytest.mark.parametrize(
+    ("estimator", "switches", "loss", "agg"),
+    [
+        ("raft", {"positive_only": True, "filter": "none"}, "vanilla", "token-mean"),
+        ("raft_pp", {"positive_only": True}, "ppo", "token-mean"),
+        ("reinforce_raw", {"filter": "none", "baseline": "none"}, "ppo", "token-mean"),
+        ("reinforce_rej_wrong", {"filter": "all_wrong"}, "ppo", "token-mean"),
+        ("reinforce_rej_correct", {"filter": "all_correct"}, "ppo", "token-mean"),
+        ("reinforce_mean_zero", {"baseline": "group_mean", "std_scale": "none"}, "ppo", "token-mean"),
+        ("reinforce_rej_std", {"filter": "both", "std_scale": "group"}, "ppo", "token-mean"),
+        ("dr_grpo", {"baseline": "group_mean", "std_scale": "none"}, "ppo", "seq-mean-token-sum-norm"),
+        ("lite_ppo", {"baseline": "group_mean", "std_scale": "batch", "stats": "sample"}, "ppo", "token-mean"),
+        ("reinforce", {"std_scale": "whiten", "stats": "token"}, "ppo", "token-mean"),
+        ("reinforce_baseline", {"baseline": "group_mean", "std_scale": "whiten"}, "ppo", "token-mean"),
+        ("rloo", {"baseline": "group_loo"}, "ppo", "token-mean"),
+    ],
+)
+def test_presets_expand_into_grid_switches(capsys, estimator, switches, loss, agg):
+    config = resolved(capsys, "--algo.advantage.estimator", estimator, "--rollout.n_samples_per_prompt", "4",
+                      "--rollout.max_new_tokens", "512")
+    for key, value in switches.items():
+        assert config["ext"][key] == value, key
+    assert config["actor"]["policy_loss_type"] == loss
+    assert config["actor"]["loss_agg_mode"] == agg
+
+
+def test_dr_grpo_normaliser_defaults_to_generation_budget(capsys):
+    config = resolved(capsys, "--advantage_estimator", "dr_grpo", "--n_samples_per_prompt", "4",
+                      "--generate_max_len", "3000")
+    assert config["ext"]["loss_norm_tokens"] == 3000
+    config = resolved(capsys, "--advantage_estimator", "dr_grpo", "--n_samples_per_prompt", "4",
+                      "--generate_max_len", "3000", "--ext.loss_norm_tokens", "4096")
+    assert config["ext"]["loss_norm_tokens"] == 4096
+
+
+def test_single_switch_overrides_preset_and_explicit_loss_wins(capsys):
+    config = resolved(capsys, "--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "4",
+                      "--ext.filter", "all_wrong", "--ext.std_scale", "group")
+    assert (config["ext"]["filter"], config["ext"]["std_scale"]) == ("all_wrong", "group")
+    config = resolved(capsys, "--advantage_estimator", "raft", "--n_samples_per_prompt", "4",
+                      "--actor.policy_loss_type", "ppo", "--loss_agg_mode", "seq-mean-token-sum")
+    assert config["actor"]["policy_loss_type"] == "ppo"
+    assert config["actor"]["loss_agg_mode"] == "seq-mean-token-sum"
+
+
+def test_legacy_spellings_map_to_new_names(capsys):
+    config = resolved(
+        capsys,
+        "--advantage_estimator", "group_norm", "--n_samples_per_prompt", "8", "--init_kl_coef", "0.001",
+        "--use_kl_loss", "--kl_estimator", "k3", "--eps_clip", "0.1", "--eps_clip_low_high", "0.2", "0.28",
+        "--temperature", "0.6", "--micro_train_batch_size", "2", "--train_batch_size", "64",
+        "--rollout_batch_size", "32", "--micro_rollout_batch_size", "4", "--prompt_max_len", "1024",
+        "--generate_max_len", "3000", "--input_key", "problem", "--label_key", "answer", "--max_epochs", "2",
+        "--num_episodes", "3", "--dynamic_filtering", "--actor_learning_rate", "5e-7",
+        "--actor_num_gpus_per_node", "4", "--vllm_num_engines", "2", "--save_path", "/out", "--bf16",
+    )
+    assert config["actor"]["model_name_or_path"] == "/models/m"
+    assert config["data"]["prompt_dataset"] == "/data/p.jsonl"
+    assert config["reward"]["remote_url"] == ["/rm/reward.py"]
+    assert config["algo"]["kl"] == {**config["algo"]["kl"], "init_coef": 0.001, "use_loss": True, "estimator": "k3"}
+    assert config["actor"]["eps_clip"] == 0.1 and config["actor"]["eps_clip_low_high"] == [0.2, 0.28]
+    assert config["rollout"]["temperature"] == 0.6
+    assert (config["train"]["micro_batch_size"], config["train"]["batch_size"]) == (2, 64)
+    assert (config["rollout"]["batch_size"], config["rollout"]["micro_batch_size"]) == (32, 4)
+    assert config["rollout"]["max_new_tokens"] == 3000
+    assert config["data"]["max_len"] == 4024  # prompt_max_len + generate_max_len
+    assert (config["data"]["input_key"], config["data"]["label_key"]) == ("problem", "answer")
+    assert (config["train"]["max_epochs"], config["train"]["num_episodes"]) == (2, 3)
+    assert config["algo"]["dynamic_filtering_enable"] is True
+    assert config["actor"]["adam"]["lr"] == 5e-7
+    assert config["actor"]["num_gpus_per_node"] == 4
+    assert config["vllm"]["num_engines"] == 2
+    assert config["ckpt"]["output_dir"] == "/out"
+
+
+def test_issue_alias_list_is_covered():
+    table = legacy_alias_table(stock_parser())
+    required = (
+        "advantage_estimator n_samples_per_prompt init_kl_coef use_kl_loss kl_estimator eps_clip eps_clip_low_high "
+        "temperature micro_train_batch_size train_batch_size rollout_batch_size micro_rollout_batch_size "
+        "prompt_max_len generate_max_len pretrain prompt_data input_key label_key max_epochs num_episodes "
+        "remote_rm_url dynamic_filtering"
+    ).split()
+    assert not [name for name in required if name not in table]
+    # Every alias points at a real flag, and none shadows a stock flag name.
+    dests = {a.dest for a in build_parser()._actions}
+    assert set(LEGACY_ALIASES.values()) <= dests
+    assert not [alias for alias in table if f"--{alias}" in stock_parser()._option_string_actions]
+
+
+@pytest.mark.parametrize(
+    ("flags", "flag_named"),
+    [
+        (["--advantage_estimator", "reinforce_rej"], "--rollout.n_samples_per_prompt"),
+        (["--advantage_estimator", "group_norm", "--n_samples_per_prompt", "1"], "n_samples_per_prompt"),
+        (["--loss_agg_mode", "seq-mean"], "--loss_agg_mode"),
+        (["--actor.loss_agg_mode", "sum"], "--actor.loss_agg_mode"),
+        (["--advantage_estimator", "nope"], "--advantage_estimator"),
+        (["--advantage_estimator", "gae", "--ext.baseline", "group_mean"], "--ext.baseline"),
+        (["--advantage_estimator", "group_norm", "--n_samples_per_prompt", "4", "--ext.positive_only", "on"],
+         "--ext.positive_only"),
+        (["--prompt_max_len", "512"], "--prompt_max_len"),
+        (["--ext.reward_timeout", "0"], "--ext.reward_timeout"),
+    ],
+)
+def test_invalid_combinations_fail_with_one_line_naming_the_flag(capsys, flags, flag_named):
+    assert flag_named in error_of(capsys, *flags)
+
+
+def test_stock_assertions_become_one_line_errors(capsys):
+    # OpenRLHF's own check (a bare assert in its __main__ block) still runs, as a clean error.
+    err = error_of(capsys, "--algo.advantage.estimator", "group_norm", "--n_samples_per_prompt", "4",
+                   "--train.partial_rollout_enable")
+    assert "partial_rollout_enable requires --train.async_enable" in err
+
+
+def test_no_model_or_data_flags_select_the_embedded_defaults(capsys):
+    main(["--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "4", "--print_config"])
+    config = json.loads(capsys.readouterr().out)
+    assert config["actor"]["model_name_or_path"].startswith("embedded:")
+    assert config["data"]["prompt_dataset"].startswith("embedded:")
+    assert config["reward"]["remote_url"][0].endswith("openrlhf_ext/rewards/math_reward_func.py")
+
+
+def test_module_entry_point_prints_config_without_starting_ray():
+    out = subprocess.run(
+        [sys.executable, "-m", "openrlhf_ext.cli.train_ppo_ray", *BASE, "--advantage_estimator", "lite_ppo",
+         "--n_samples_per_prompt", "4", "--print_config"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    config = json.loads(out.stdout)
+    assert config["ext"]["std_scale"] == "batch"
+    assert "ray" not in out.stderr.lower() or "started" not in out.stderr.lower()
