@@ -190,3 +190,12 @@ def test_module_entry_point_prints_config_without_starting_ray():
     config = json.loads(out.stdout)
     assert config["ext"]["std_scale"] == "batch"
     assert "ray" not in out.stderr.lower() or "started" not in out.stderr.lower()
+
+
+def test_flag_table_doc_is_up_to_date():
+    from pathlib import Path
+
+    from openrlhf_ext.cli.flag_table import render
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "flags.md"
+    assert doc.read_text() == render(), "regenerate: python -m openrlhf_ext.cli.flag_table > docs/flags.md"
