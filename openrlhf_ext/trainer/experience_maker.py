@@ -1,0 +1,184 @@
+"""``ExtExperienceMaker``: OpenRLHF's experience maker with the advantage grid of SPEC §1.
+
+For every critic-free estimator (the stock names included) the advantages and returns come from
+:func:`openrlhf_ext.algorithms.compute_token_advantages`; ``gae`` keeps the stock path.
+
+Filtering. With a rule-based reward the rewards arrive with the rollout, so the samples a filter
+(or ``positive_only``) drops are known before any model runs: they skip the actor, reference and
+critic forward passes. They still go to training as *masked rows* (action mask all zero, advantage
+0): every data-parallel rank then receives the same number of samples as without filtering (no
+collective deadlock, DeepSpeed's gradient-accumulation boundaries stay where they were), and a
+masked row adds nothing to the loss nor to the global token / sequence counts that normalise it.
+A batch in which every sample is dropped is reported through :attr:`all_filtered`; the trainer
+then skips the optimizer step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from openrlhf.trainer.ppo_utils.experience import Experience
+from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
+from openrlhf.trainer.ppo_utils.length_penalty import apply_length_penalties
+from openrlhf.utils.logging_utils import init_logger
+
+from openrlhf_ext.algorithms import AdvantageConfig, compute_advantage_result, compute_token_advantages, get_preset
+from openrlhf_ext.trainer.metrics import rollout_metrics
+
+logger = init_logger(__name__)
+
+GRID_SWITCHES = ("filter", "positive_only", "baseline", "std_scale", "stats", "correct_threshold")
+
+
+def advantage_config_from_args(args) -> AdvantageConfig | None:
+    """The grid point the resolved CLI arguments describe; None for the critic-based ``gae``."""
+    if get_preset(args.algo.advantage.estimator).config is None:
+        return None
+    return AdvantageConfig(**{k: getattr(args.ext, k) for k in GRID_SWITCHES})
+
+
+@dataclass
+class _PreparedRollout:
+    """A rollout batch with penalties applied and the filter decision taken (once per batch)."""
+
+    samples: list
+    keep: torch.Tensor  # bool [N], rollout order
+    stats: dict[str, float]
+
+
+class ExtExperienceMaker(RemoteExperienceMaker):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.grid = advantage_config_from_args(self.args)
+        preset = get_preset(self.advantage_estimator)
+        # Stock OpenRLHF honours gamma < 1 only for `reinforce` (and gae); keep that behaviour.
+        self.gamma = self.args.algo.advantage.gamma if preset.honours_gamma else 1.0
+        self._prepared: _PreparedRollout | None = None
+        self.last_metrics: dict[str, float] = {}
+
+    # -- filtering decision --------------------------------------------------------------------
+
+    def prepare(self, rollout_samples: list[Experience]) -> _PreparedRollout | None:
+        """Apply length penalties and decide which samples survive the filter.
+
+        Returns None when the rewards are not known yet (a reward *model* scores them during
+        make_experience) or the estimator is ``gae``.
+        """
+        if self._prepared is not None and self._prepared.samples is rollout_samples:
+            return self._prepared
+        if self.grid is None or any(s.rewards is None for s in rollout_samples):
+            return None
+        for sample in rollout_samples:
+            sample.rewards = sample.rewards.to(torch.promote_types(sample.rewards.dtype, torch.float32))
+        apply_length_penalties(rollout_samples, self.args)
+        n = self.args.rollout.n_samples_per_prompt
+        rewards = torch.cat([s.rewards.reshape(-1) for s in rollout_samples])
+        if rewards.numel() % n:
+            raise ValueError(f"rollout of {rewards.numel()} samples is not made of groups of n_samples_per_prompt={n}")
+        result = compute_advantage_result(rewards.view(-1, n), self.grid)
+        self._prepared = _PreparedRollout(rollout_samples, result.keep.reshape(-1), result.stats)
+        return self._prepared
+
+    def all_filtered(self, rollout_samples: list[Experience]) -> bool:
+        prepared = self.prepare(rollout_samples)
+        return prepared is not None and not bool(prepared.keep.any())
+
+    # -- experience making ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def make_experience_batch(self, rollout_samples: list[Experience]) -> list[Experience]:
+        if self.grid is None:
+            return super().make_experience_batch(rollout_samples)
+        for i, sample in enumerate(rollout_samples):
+            sample.index = [i]
+        prepared = self.prepare(rollout_samples)
+        self._prepared = None
+        if prepared is None:  # rewards from a reward model: every sample goes through the forwards
+            experiences = self.make_experience(self.split_rollout_samples(rollout_samples))
+            return self.compute_advantages_and_returns(experiences)
+        kept_ids = prepared.keep.nonzero().flatten().tolist()
+        dropped_ids = (~prepared.keep).nonzero().flatten().tolist()
+        experiences = _interleave(
+            self._forward_kept(rollout_samples, kept_ids),
+            self._masked_rows([rollout_samples[i] for i in dropped_ids]),
+        )
+        self._grid_advantages(experiences)
+        self.last_metrics["forward_skipped_fraction"] = len(dropped_ids) / len(rollout_samples)
+        return experiences
+
+    def _forward_kept(self, rollout_samples: list[Experience], kept_ids: list[int]) -> list[Experience]:
+        if not kept_ids:
+            return []
+        kept = [rollout_samples[i] for i in kept_ids]
+        micro_batches = self.split_rollout_samples(kept)  # renumbers .index over `kept`
+        for batch in micro_batches:
+            batch.index = [kept_ids[i] for i in batch.index]
+        return self.make_experience(micro_batches)
+
+    def _masked_rows(self, dropped: list[Experience]) -> list[Experience]:
+        """Dropped samples as micro-batches that skip every forward pass (filled with zeros)."""
+        size = self.args.rollout.micro_batch_size
+        rows = []
+        for start in range(0, len(dropped), size):
+            batch = Experience.concat_experiences(dropped[start : start + size], self.tokenizer.pad_token_id)
+            zeros = torch.zeros(batch.action_mask.shape, dtype=torch.float32)
+            batch.action_log_probs = zeros
+            batch.base_action_log_probs = zeros.clone() if self.args.algo.kl.use_loss else None
+            batch.values = zeros.clone() if self.critic_model_group is not None else None
+            batch.kl = zeros.clone()
+            batch.info["kl"] = torch.zeros(zeros.shape[0])
+            batch.info["logprobs_diff"] = torch.zeros(zeros.shape[0])
+            rows.append(batch)
+        return rows
+
+    # -- advantages ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def compute_advantages_and_returns(self, experiences: list[Experience]) -> list[Experience]:
+        """Stock entry point (rewards not yet shaped): length penalties, then the grid."""
+        if self.grid is None:
+            return super().compute_advantages_and_returns(experiences)
+        for exp in experiences:
+            exp.rewards = exp.rewards.to(torch.promote_types(exp.rewards.dtype, torch.float32))
+        apply_length_penalties(experiences, self.args)
+        self._grid_advantages(experiences)
+        self.last_metrics["forward_skipped_fraction"] = 0.0
+        return experiences
+
+    def _grid_advantages(self, experiences: list[Experience]) -> None:
+        if not experiences:
+            return
+        args = self.args
+        result = compute_token_advantages(
+            [e.rewards for e in experiences],
+            [e.action_mask for e in experiences],
+            [e.index for e in experiences],
+            args.rollout.n_samples_per_prompt,
+            self.grid,
+            kl=[e.kl for e in experiences],
+            kl_coef=self.kl_ctl.value,
+            gamma=self.gamma,
+            reward_clip_range=tuple(args.reward.clip_range),
+            whiten_std=not args.algo.advantage.no_std_norm,
+        )
+        rewards = torch.cat([e.rewards for e in experiences])
+        lengths = torch.cat([e.response_length for e in experiences])
+        self.last_metrics = {**result.stats, **rollout_metrics(rewards, lengths, self.grid.correct_threshold)}
+        for exp, adv, ret, kept in zip(experiences, result.advantages, result.returns, result.keep, strict=True):
+            exp.advantages = adv
+            exp.returns = ret
+            # Dropped samples become masked rows: no loss, no token or sequence count.
+            exp.action_mask = exp.action_mask * kept.unsqueeze(-1).to(exp.action_mask.dtype)
+            exp.info["return"] = (ret * exp.action_mask).sum(-1) / exp.action_mask.sum(-1).clamp(min=1)
+            exp.kl = None
+
+
+def _interleave(first: list, second: list) -> list:
+    """Alternate two lists (then the rest of the longer one), so that the contiguous chunks OpenRLHF
+    hands to data-parallel ranks each get a similar share of real and masked micro-batches."""
+    out = []
+    for a, b in zip(first, second, strict=False):
+        out += [a, b]
+    shorter = min(len(first), len(second))
+    return out + first[shorter:] + second[shorter:]

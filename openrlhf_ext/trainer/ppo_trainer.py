@@ -1,0 +1,115 @@
+"""``ExtPPOTrainer``: OpenRLHF's single-controller PPO trainer with our experience maker.
+
+Differences from stock, all in overridden methods:
+
+* the experience maker is :class:`~openrlhf_ext.trainer.experience_maker.ExtExperienceMaker`;
+* a rollout batch in which the filter drops every sample skips the update (no forward, no
+  optimizer step) with a warning and ``ext/skipped_step = 1``: an optimizer step on an empty batch
+  would still move the weights through Adam's momentum;
+* each step adds the SPEC §5 rollout metrics (``ext/*``), prints one line of them and appends the
+  whole status to ``<ckpt.output_dir>/metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import ray
+import torch
+from openrlhf.trainer.ppo_trainer import PPOTrainer
+from openrlhf.utils.logging_utils import init_logger
+
+from openrlhf_ext.trainer.experience_maker import ExtExperienceMaker
+from openrlhf_ext.trainer.metrics import reflection_rate
+
+logger = init_logger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def response_texts(samples, tokenizer) -> list[str]:
+    """Decoded response of each rollout sample (the action tokens only)."""
+    texts = []
+    for sample in samples:
+        for sequence, action_mask in zip(sample.sequences, sample.action_mask, strict=True):
+            response = sequence[1:][: action_mask.numel()][action_mask.bool()]
+            texts.append(tokenizer.decode(response, skip_special_tokens=True))
+    return texts
+
+
+def _jsonable(value):
+    if isinstance(value, torch.Tensor):
+        value = value.float().mean().item() if value.numel() else float("nan")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def format_step_line(step: int, status: dict) -> str:
+    """The one line a person reads per step."""
+
+    def get(key: str, fmt: str = ".3f") -> str:
+        value = status.get(key)
+        return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else format(value, fmt)
+
+    return (
+        f"[step {step}] reward {get('ext/reward_mean')} | correct {get('ext/correct_fraction', '.2f')} | "
+        f"groups correct/wrong/mixed {get('ext/groups_all_correct', '.2f')}/{get('ext/groups_all_wrong', '.2f')}/"
+        f"{get('ext/groups_mixed', '.2f')} | kept {get('ext/kept_fraction', '.2f')} | kl {get('kl', '.4f')} | "
+        f"len {get('ext/response_length', '.0f')} (correct {get('ext/response_length_correct', '.0f')} / wrong "
+        f"{get('ext/response_length_wrong', '.0f')}) | {get('timing/step_total', '.1f')}s"
+    )
+
+
+class _ExtPPOTrainer(PPOTrainer.__ray_actor_class__):
+    def __init__(self, pretrain, strategy, actor_model_group, critic_model_group, reward_model_group,
+                 reference_model_group, vllm_engines, **generate_kwargs) -> None:
+        super().__init__(pretrain, strategy, actor_model_group, critic_model_group, reward_model_group,
+                         reference_model_group, vllm_engines, **generate_kwargs)
+        self.experience_maker = ExtExperienceMaker(
+            self.actor_model_group, self.critic_model_group, self.reward_model_group,
+            self.reference_model_group, self.kl_ctl, self.strategy, self.tokenizer,
+        )
+        os.makedirs(self.args.ckpt.output_dir, exist_ok=True)
+        self.metrics_path = os.path.join(self.args.ckpt.output_dir, METRICS_FILE)
+
+    def train_step(self, rollout_samples, global_step: int):
+        reflection = reflection_rate(response_texts(rollout_samples, self.tokenizer))
+        maker = self.experience_maker
+        if maker.all_filtered(rollout_samples):
+            logger.warning(
+                f"step {global_step + 1}: the {maker.grid.filter!r} filter dropped all {len(rollout_samples)} samples; "
+                "skipping the update (no optimizer step)"
+            )
+            status = {f"ext/{k}": v for k, v in maker.prepare(rollout_samples).stats.items()}
+            status.update(self._compute_rollout_stats(rollout_samples))
+            status.update({"ext/skipped_step": 1.0, "ext/reflection_rate": reflection})
+            return status, global_step + 1
+        t0 = time.time()
+        status, global_step = super().train_step(rollout_samples, global_step)
+        status.update({f"ext/{k}": v for k, v in maker.last_metrics.items()})
+        status.update({"ext/skipped_step": 0.0, "ext/reflection_rate": reflection, "timing/ext_train_step": time.time() - t0})
+        return status, global_step
+
+    def save_logs_and_checkpoints(self, global_step: int, logs_dict=None, client_states=None) -> None:
+        super().save_logs_and_checkpoints(global_step, logs_dict, client_states)
+        if not logs_dict:
+            return
+        record = {"step": global_step, "time": time.time()}
+        record.update({k: _jsonable(v) for k, v in logs_dict.items() if k != "generated_samples"})
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        print(format_step_line(global_step, logs_dict), flush=True)
+
+    def runtime_classes(self) -> dict[str, str]:
+        """Qualified names of the classes running in this worker (for tests and debugging)."""
+        return {
+            "trainer": f"{type(self).__module__}.{type(self).__qualname__}",
+            "experience_maker": f"{type(self.experience_maker).__module__}.{type(self.experience_maker).__qualname__}",
+        }
+
+
+ExtPPOTrainer = ray.remote(_ExtPPOTrainer)

@@ -1,0 +1,234 @@
+"""The experience maker and policy loss as they run inside the Ray workers, without Ray.
+
+The experience maker is the real ``ExtExperienceMaker`` built from a real parsed configuration.
+Only its model forward pass (``make_experience``, which calls the actor / reference Ray actors) is
+replaced by a recorder that fills deterministic log-probs: the tests are about which samples reach
+the forward pass and what the advantages, masks and metrics are, not about the models.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from openrlhf.models import PolicyLoss
+from openrlhf.trainer.ppo_utils.experience import Experience
+from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
+from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController
+
+from openrlhf_ext.cli.args import run_stock_main
+from openrlhf_ext.trainer.experience_maker import ExtExperienceMaker
+from openrlhf_ext.trainer.policy_loss import ExtPolicyLoss
+
+
+def parse(*flags: str):
+    captured = {}
+    run_stock_main(
+        ["--pretrain", "/m", "--prompt_data", "/d.jsonl", "--remote_rm_url", "/r.py", *flags],
+        train=lambda args: captured.setdefault("args", args),
+    )
+    return captured["args"]
+
+
+class Strategy:
+    def __init__(self, args):
+        self.args = args
+
+
+class Tokenizer:
+    pad_token_id = 0
+
+
+def rollout(rewards: list[float], prompt_len: int = 3, seed: int = 0) -> list[Experience]:
+    """Single-sample experiences as OpenRLHF's SamplesGenerator makes them (varying lengths)."""
+    gen = torch.Generator().manual_seed(seed)
+    samples = []
+    for reward in rewards:
+        response_len = int(torch.randint(2, 7, (1,), generator=gen))
+        total = prompt_len + response_len
+        action_mask = torch.zeros(total - 1, dtype=torch.long)
+        action_mask[prompt_len - 1 :] = 1
+        samples.append(
+            Experience(
+                sequences=torch.randint(1, 50, (1, total), generator=gen),
+                attention_mask=torch.ones(1, total, dtype=torch.long),
+                action_mask=action_mask.unsqueeze(0),
+                rewards=torch.tensor([reward]),
+                response_length=torch.tensor([response_len]),
+                total_length=torch.tensor([float(total)]),
+                truncated=torch.tensor([False]),
+                prompts=["p"],
+                labels=["l"],
+                info={"reward": torch.tensor([reward])},
+            )
+        )
+    return samples
+
+
+class RecordingMaker(ExtExperienceMaker):
+    """ExtExperienceMaker whose model forward records the samples it receives."""
+
+    def __init__(self, args):
+        super().__init__(None, None, None, None, FixedKLController(args.algo.kl.init_coef), Strategy(args), Tokenizer())
+        self.forwarded: list[int] = []
+
+    def make_experience(self, samples_list):
+        for batch in samples_list:
+            self.forwarded += list(batch.index)
+            batch.action_log_probs = torch.full(batch.action_mask.shape, -0.5)
+            batch.base_action_log_probs = None
+            batch.values = None
+            batch.kl = torch.zeros(batch.action_mask.shape)
+        return samples_list
+
+
+def by_sample(experiences: list[Experience]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """global sample id -> (advantages on its action tokens, its action mask)."""
+    out = {}
+    for exp in experiences:
+        for row, sample_id in enumerate(exp.index):
+            out[sample_id] = (exp.advantages[row], exp.action_mask[row])
+    return out
+
+
+def test_reinforce_rej_drops_uniform_groups_before_the_forward_pass():
+    args = parse("--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "4",
+                 "--micro_rollout_batch_size", "2", "--init_kl_coef", "0")
+    maker = RecordingMaker(args)
+    #               all correct  |   mixed          |  all wrong
+    rewards = [1.0, 1, 1, 1] + [1.0, -1, -1, 1] + [-1.0, -1, -1, -1]
+    experiences = maker.make_experience_batch(rollout(rewards))
+
+    assert sorted(maker.forwarded) == [4, 5, 6, 7]  # only the mixed group met the models
+    assert sum(len(e.index) for e in experiences) == 12  # every sample still goes to training
+    per_sample = by_sample(experiences)
+    for sample_id in (0, 1, 2, 3, 8, 9, 10, 11):  # masked rows: no token counts, no advantage
+        advantages, mask = per_sample[sample_id]
+        assert mask.sum() == 0 and advantages.abs().sum() == 0
+    for sample_id, expected in zip((4, 5, 6, 7), (1.0, -1.0, -1.0, 1.0), strict=True):
+        advantages, mask = per_sample[sample_id]
+        assert mask.sum() > 0
+        torch.testing.assert_close(advantages[mask.bool()], torch.full((int(mask.sum()),), expected))
+
+    metrics = maker.last_metrics
+    assert metrics["groups_all_correct"] == pytest.approx(1 / 3)
+    assert metrics["groups_all_wrong"] == pytest.approx(1 / 3)
+    assert metrics["groups_mixed"] == pytest.approx(1 / 3)
+    assert metrics["kept_fraction"] == pytest.approx(4 / 12)
+    assert metrics["forward_skipped_fraction"] == pytest.approx(8 / 12)
+    assert metrics["reward_mean"] == pytest.approx(0.0)
+
+
+def test_raft_keeps_only_correct_samples_with_advantage_one():
+    args = parse("--advantage_estimator", "raft", "--n_samples_per_prompt", "2", "--init_kl_coef", "0")
+    assert args.actor.policy_loss_type == "vanilla"
+    maker = RecordingMaker(args)
+    experiences = maker.make_experience_batch(rollout([1.0, 0.0, 0.0, 0.0, 1.0, 1.0]))
+    assert sorted(maker.forwarded) == [0, 4, 5]
+    per_sample = by_sample(experiences)
+    for sample_id in (0, 4, 5):
+        advantages, mask = per_sample[sample_id]
+        assert torch.all(advantages[mask.bool()] == 1.0)
+    assert all(per_sample[i][1].sum() == 0 for i in (1, 2, 3))
+
+
+def test_all_filtered_batch_is_detected_without_any_forward():
+    args = parse("--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "2")
+    maker = RecordingMaker(args)
+    samples = rollout([1.0, 1.0, 0.0, 0.0])
+    assert maker.all_filtered(samples)
+    assert maker.forwarded == []
+    assert not maker.all_filtered(rollout([1.0, 0.0, 0.0, 0.0]))
+
+
+def stock_maker(args) -> RemoteExperienceMaker:
+    return RemoteExperienceMaker(None, None, None, None, FixedKLController(args.algo.kl.init_coef), Strategy(args),
+                                 Tokenizer())
+
+
+def micro_batches(n_prompts: int, n: int, kl_on: bool, seed: int) -> list[Experience]:
+    gen = torch.Generator().manual_seed(seed)
+    samples = rollout(torch.randint(0, 2, (n_prompts * n,), generator=gen).float().tolist(), seed=seed)
+    for i, sample in enumerate(samples):
+        sample.index = [i]
+        sample.kl = torch.randn(sample.action_mask.shape, generator=gen) * 0.1 if kl_on else torch.zeros(
+            sample.action_mask.shape)
+    perm = torch.randperm(len(samples), generator=gen).tolist()  # micro-batches are not in prompt order
+    batches = []
+    for start in range(0, len(perm), 3):
+        batch = Experience.concat_experiences([samples[i] for i in perm[start:start + 3]], 0)
+        batch.kl = torch.nn.utils.rnn.pad_sequence(
+            [samples[i].kl[0] for i in perm[start:start + 3]], batch_first=True)
+        batches.append(batch)
+    return batches
+
+
+@pytest.mark.parametrize("estimator", ["reinforce", "rloo", "reinforce_baseline", "group_norm", "dr_grpo",
+                                       "flash_reinforce"])
+@pytest.mark.parametrize(("kl_on", "gamma"), [(False, 1.0), (True, 1.0), (True, 0.9)])
+def test_stock_estimators_match_stock_experience_maker(estimator, kl_on, gamma):
+    args = parse("--advantage_estimator", estimator, "--n_samples_per_prompt", "4", "--gamma", str(gamma),
+                 "--init_kl_coef", "0.05" if kl_on else "0")
+    batches = micro_batches(n_prompts=5, n=4, kl_on=kl_on, seed=hash((estimator, kl_on, gamma)) % 1000)
+    ours = RecordingMaker(args).compute_advantages_and_returns(copy.deepcopy(batches))
+    stock_args = copy.deepcopy(args)  # stock may reset gamma on its args
+    stock = stock_maker(stock_args).compute_advantages_and_returns(copy.deepcopy(batches))
+    for mine, theirs in zip(ours, stock, strict=True):
+        # Compared on action tokens: stock whitening also shifts the (ignored) padding positions.
+        mask = theirs.action_mask.bool()
+        torch.testing.assert_close(mine.advantages[mask], theirs.advantages.float()[mask], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(mine.returns * mine.action_mask, theirs.returns.float() * theirs.action_mask,
+                                   atol=1e-6, rtol=1e-6)
+
+
+def loss_inputs(seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    log_probs = (torch.randn(4, 6, generator=gen) * 0.3 - 1.0).requires_grad_(True)
+    old = log_probs.detach() + torch.randn(4, 6, generator=gen) * 0.2
+    advantages = torch.randn(4, 6, generator=gen)
+    mask = torch.tensor([[1] * 6, [1] * 3 + [0] * 3, [0] * 6, [1] * 5 + [0]], dtype=torch.float32)
+    return log_probs, old, advantages, mask
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean"])
+def test_stock_settings_run_the_stock_loss(agg):
+    args = parse("--advantage_estimator", "group_norm", "--n_samples_per_prompt", "4", "--loss_agg_mode", agg,
+                 "--eps_clip_low_high", "0.2", "0.28")
+    ours = ExtPolicyLoss.from_args(args)
+    stock = PolicyLoss(clip_eps_low=0.2, clip_eps_high=0.28, token_level_loss=agg == "token-mean")
+    log_probs, old, advantages, mask = loss_inputs()
+    info = {"dp_size": 1, "batch_num_tokens": mask.sum(), "global_batch_size": torch.tensor(3.0)}
+    assert ours.uses_stock_path
+    torch.testing.assert_close(ours(log_probs, old, advantages, mask, **info)[0],
+                               stock(log_probs, old, advantages, mask, **info)[0])
+
+
+def test_vanilla_loss_is_minus_advantage_times_logprob():
+    args = parse("--advantage_estimator", "raft", "--n_samples_per_prompt", "4")
+    loss_fn = ExtPolicyLoss.from_args(args)
+    log_probs, old, advantages, mask = loss_inputs()
+    loss, clip_fraction, *_ = loss_fn(log_probs, old, advantages, mask, dp_size=1, batch_num_tokens=mask.sum(),
+                                      global_batch_size=torch.tensor(3.0))
+    expected = -(advantages * log_probs * mask).sum() / mask.sum()  # token-mean of −A·log π
+    torch.testing.assert_close(loss, expected)
+    assert clip_fraction == 0
+    loss.backward()
+    torch.testing.assert_close(log_probs.grad, -advantages * mask / mask.sum())
+
+
+def test_dr_grpo_loss_uses_the_constant_normaliser():
+    args = parse("--advantage_estimator", "dr_grpo", "--n_samples_per_prompt", "4", "--generate_max_len", "100")
+    loss_fn = ExtPolicyLoss.from_args(args)
+    log_probs, _, advantages, mask = loss_inputs()
+    old = log_probs.detach()  # ratio 1: loss per token = −A
+    loss, *_ = loss_fn(log_probs, old, advantages, mask, dp_size=1, batch_num_tokens=mask.sum(),
+                       global_batch_size=torch.tensor(3.0))
+    torch.testing.assert_close(loss, -(advantages * mask).sum() / (3 * 100))
+
+
+def test_unsupported_combinations_are_refused():
+    with pytest.raises(ValueError, match="GSPO"):
+        ExtPolicyLoss(loss_agg_mode="seq-mean-token-sum", policy_loss_type="gspo")
+    with pytest.raises(ValueError, match="is_correction_level"):
+        ExtPolicyLoss(loss_agg_mode="token-mean", policy_loss_type="vanilla", is_correction_level="token")
