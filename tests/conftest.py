@@ -25,3 +25,37 @@ def shared_math_dir() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared math data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A 2-layer randomly initialised SmolLM2-architecture model with the real SmolLM2 tokenizer.
+
+    Building it converts the embedded GGUF model once (cached under ~/.cache/openrlhf_ext).
+    """
+    from openrlhf_ext.models.embedded import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray instance (CPU only, loopback) for the whole session, set up as launch() does."""
+    import ray
+
+    from openrlhf_ext.trainer.launch import ray_runtime_env
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, runtime_env=ray_runtime_env({}),
+                 _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def prompts_file(tmp_path, shared_math_dir) -> str:
+    """Eight GSM8K problems as a prompt JSONL (`problem` / `answer` keys)."""
+    lines = (shared_math_dir / "gsm8k_train.jsonl").read_text().splitlines()[:8]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
