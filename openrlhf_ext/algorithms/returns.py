@@ -30,10 +30,10 @@ def _check_gamma(gamma: float) -> None:
 
 def _discount_matrix(size: int, factor: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """M[i, j] = factor^(j − i) for j ≥ i, else 0: ``x @ M.T`` is the discounted suffix sum of a block."""
-    steps = torch.arange(size, dtype=torch.float64, device=device)
+    steps = torch.arange(size, dtype=dtype, device=device)
     expo = steps.unsqueeze(0) - steps.unsqueeze(1)
-    powers = torch.pow(torch.tensor(factor, dtype=torch.float64, device=device), expo.clamp(min=0))
-    return torch.where(expo >= 0, powers, torch.zeros_like(powers)).to(dtype)
+    powers = torch.pow(torch.tensor(factor, dtype=dtype, device=device), expo.clamp(min=0))
+    return torch.where(expo >= 0, powers, torch.zeros_like(powers))
 
 
 def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -52,16 +52,19 @@ def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
     batch, length = rewards.shape
     if length == 0:
         return rewards.clone()
+    # The matmuls sum up to √T terms per output in one go; float64 keeps their rounding below a
+    # float32 backwards loop's, so float32 callers match such a loop to ~1e-7.
+    work = torch.promote_types(rewards.dtype, torch.float64)
     block = max(16, math.isqrt(length - 1) + 1)
     num_blocks = -(-length // block)
-    padded = torch.nn.functional.pad(rewards, (0, num_blocks * block - length)).view(batch, num_blocks, block)
-    local = padded @ _discount_matrix(block, gamma, rewards.dtype, rewards.device).T
-    block_starts = local[..., 0] @ _discount_matrix(num_blocks, gamma**block, rewards.dtype, rewards.device).T
+    padded = torch.nn.functional.pad(rewards.to(work), (0, num_blocks * block - length))
+    local = padded.view(batch, num_blocks, block) @ _discount_matrix(block, gamma, work, rewards.device).T
+    block_starts = local[..., 0] @ _discount_matrix(num_blocks, gamma**block, work, rewards.device).T
     carry_in = torch.nn.functional.pad(block_starts[:, 1:], (0, 1))
-    steps = torch.arange(block, dtype=torch.float64, device=rewards.device)
-    decay = torch.pow(torch.tensor(gamma, dtype=torch.float64), block - steps).to(rewards.dtype)
+    steps = torch.arange(block, dtype=work, device=rewards.device)
+    decay = torch.pow(torch.tensor(gamma, dtype=work, device=rewards.device), block - steps)
     out = local + carry_in.unsqueeze(-1) * decay
-    return out.reshape(batch, num_blocks * block)[:, :length]
+    return out.reshape(batch, num_blocks * block)[:, :length].to(rewards.dtype)
 
 
 def _last_action_index(action_mask: torch.Tensor) -> torch.Tensor:
