@@ -199,3 +199,14 @@ def test_flag_table_doc_is_up_to_date():
 
     doc = Path(__file__).resolve().parents[1] / "docs" / "flags.md"
     assert doc.read_text() == render(), "regenerate: python -m openrlhf_ext.cli.flag_table > docs/flags.md"
+
+
+def test_embedded_profile_fills_only_what_the_user_did_not_set(capsys):
+    main(["--advantage_estimator", "reinforce_rej", "--rollout_batch_size", "16", "--print_config"])
+    config = json.loads(capsys.readouterr().out)
+    assert config["rollout"]["n_samples_per_prompt"] == 4  # profile: a group-based mode works out of the box
+    assert config["rollout"]["batch_size"] == 16  # explicit flag wins over the profile
+    assert config["ds"]["zero_stage"] == 3 and config["vllm"]["num_engines"] == 1
+    # With a model of the user's, stock defaults stay.
+    config = resolved(capsys, "--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "2")
+    assert config["rollout"]["batch_size"] == 1024 and config["ds"]["zero_stage"] == 2

@@ -50,6 +50,29 @@ EMBEDDED_PROMPTS = "embedded:arithmetic"
 
 LEGACY_NO_OP_FLAGS = ("--bf16", "--flash_attn")
 
+# Defaults for the embedded CPU demo (no --pretrain given): a 2-core machine, about 10 steps in
+# under 10 minutes. Any of these given explicitly on the command line wins.
+EMBEDDED_PROFILE: dict[str, Any] = {
+    "rollout.n_samples_per_prompt": 4,
+    "rollout.batch_size": 8,
+    "rollout.micro_batch_size": 8,
+    "train.batch_size": 32,
+    "train.micro_batch_size": 8,
+    "rollout.max_new_tokens": 64,
+    "data.max_len": 256,
+    "actor.num_gpus_per_node": 1,
+    "ref.num_gpus_per_node": 1,
+    "critic.num_gpus_per_node": 1,
+    "reward.num_gpus_per_node": 1,
+    "vllm.num_engines": 1,
+    "ds.zero_stage": 3,
+    "ds.attn_implementation": "sdpa",
+    "actor.adam.lr": 1e-5,
+    "actor.lr_warmup_ratio": 0.0,
+    "ckpt.output_dir": "runs/demo",
+    "ext.num_prompts": 80,
+}
+
 # Legacy flat spellings (older OpenRLHF, the papers' scripts) whose name is not simply the new
 # dotted name with "." replaced by "_" (those are added automatically, see legacy_alias_table).
 LEGACY_ALIASES: dict[str, str] = {
@@ -279,6 +302,7 @@ def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[
 def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.Namespace:
     """Expand the estimator preset into the grid switches; validate what we added."""
     get = lambda key: getattr(ns, key)  # noqa: E731
+    _fill_embedded_defaults(ns, explicit)
     estimator = get("algo.advantage.estimator")
     preset = PRESETS[estimator]
 
@@ -332,14 +356,16 @@ def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.
     if get("ext.reward_timeout") <= 0 or not math.isfinite(get("ext.reward_timeout")):
         raise ConfigError(f"--ext.reward_timeout: must be a positive number of seconds, got {get('ext.reward_timeout')}")
 
-    _fill_embedded_defaults(ns)
     return ns
 
 
-def _fill_embedded_defaults(ns: argparse.Namespace) -> None:
+def _fill_embedded_defaults(ns: argparse.Namespace, explicit: set[str]) -> None:
     """No model / data / reward flags: train the embedded model on generated problems."""
     if getattr(ns, "actor.model_name_or_path") is None:
         setattr(ns, "actor.model_name_or_path", EMBEDDED_MODEL)
+        for dest, value in EMBEDDED_PROFILE.items():
+            if dest not in explicit:
+                setattr(ns, dest, value)
     if getattr(ns, "data.prompt_dataset") is None:
         setattr(ns, "data.prompt_dataset", EMBEDDED_PROMPTS)
         if getattr(ns, "ext.template") is None:
