@@ -1,0 +1,169 @@
+"""Prompt datasets: load problems, apply a template, write a file OpenRLHF's ``PromptDataset`` reads.
+
+Sources (:func:`load_problems`):
+
+* ``*.jsonl``: one JSON object per line, read here so a malformed line is reported with file and line
+  number (blank lines are skipped);
+* ``*.json``: a JSON list of objects;
+* anything else: a Hugging Face ``datasets`` source (``*.parquet`` / ``*.csv`` / ``*.arrow`` files, a
+  directory written by ``save_to_disk``, or a dataset name available locally);
+* ``synthetic:D`` / ``synthetic:D:N`` (generated arithmetic, :mod:`openrlhf_ext.data.synthetic`) and
+  ``reasoning_gym:TASK[:N]`` (:mod:`openrlhf_ext.data.puzzles`): embedded sources that need no files.
+
+Each problem record is ``{"problem": str, "answer": str}``. :func:`build_prompt_records` turns them into
+``{"input": prompt, "label": answer, "problem": ..., "datasource": ...}``: ``input`` is OpenRLHF's
+default ``--data.input_key``, so a written file is used with ``--data.label_key label`` and without
+``--data.apply_chat_template`` / ``--data.input_template`` (the template is already applied).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from openrlhf_ext.data.templates import apply_template
+
+INPUT_KEY = "input"
+LABEL_KEY = "label"
+DEFAULT_SEED = 42
+
+
+class DatasetFormatError(ValueError):
+    """A prompt file cannot be read; the message names the file (and line)."""
+
+
+def _record(obj: Any, where: str, problem_key: str, answer_key: str) -> dict[str, str]:
+    if not isinstance(obj, dict):
+        raise DatasetFormatError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    missing = [k for k in (problem_key, answer_key) if k not in obj]
+    if missing:
+        raise DatasetFormatError(f"{where}: missing key(s) {missing}; present: {sorted(obj)[:10]}")
+    problem, answer = obj[problem_key], obj[answer_key]
+    if not isinstance(problem, str) or not problem.strip():
+        raise DatasetFormatError(f"{where}: {problem_key!r} must be a non-empty string")
+    if answer is None or (isinstance(answer, str) and not answer.strip()):
+        raise DatasetFormatError(f"{where}: {answer_key!r} is empty")
+    return {"problem": problem, "answer": str(answer)}
+
+
+def _load_jsonl(path: Path, problem_key: str, answer_key: str) -> list[dict[str, str]]:
+    records = []
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DatasetFormatError(f"{where}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetFormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            records.append(_record(obj, where, problem_key, answer_key))
+    return records
+
+
+def _load_json(path: Path, problem_key: str, answer_key: str) -> list[dict[str, str]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetFormatError(f"{path}: invalid JSON: {exc}") from None
+    if not isinstance(data, list):
+        raise DatasetFormatError(f"{path}: expected a JSON list of objects (use .jsonl for one object per line)")
+    return [_record(obj, f"{path}[{i}]", problem_key, answer_key) for i, obj in enumerate(data)]
+
+
+def _load_hf(source: str, problem_key: str, answer_key: str, split: str) -> list[dict[str, str]]:
+    import datasets  # heavy; only for this kind of source
+
+    path = Path(source)
+    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+        data = datasets.load_from_disk(source)
+    elif path.suffix.lower() in (".parquet", ".csv", ".arrow"):
+        data = datasets.load_dataset(path.suffix.lower().lstrip("."), data_files=source)
+    else:
+        data = datasets.load_dataset(source)
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise DatasetFormatError(f"{source}: no split {split!r}; available: {list(data)}")
+        data = data[split]
+    return [_record(row, f"{source}[{i}]", problem_key, answer_key) for i, row in enumerate(data)]
+
+
+def load_problems(
+    source: str,
+    problem_key: str = "problem",
+    answer_key: str = "answer",
+    split: str = "train",
+    limit: int | None = None,
+    seed: int = DEFAULT_SEED,
+) -> list[dict[str, str]]:
+    """Problems of ``source`` (see module docstring) as ``{"problem", "answer"}`` records.
+
+    ``seed`` only matters for the embedded generated sources.
+    """
+    if source.startswith("synthetic:"):
+        from openrlhf_ext.data.synthetic import parse_synthetic_source
+
+        records = parse_synthetic_source(source, seed=seed, default_n=limit)
+    elif source.startswith("reasoning_gym:"):
+        from openrlhf_ext.data.puzzles import parse_puzzle_source
+
+        records = parse_puzzle_source(source, seed=seed, default_n=limit)
+    else:
+        path = Path(source)
+        suffix = path.suffix.lower()
+        if suffix == ".jsonl":
+            records = _load_jsonl(path, problem_key, answer_key)
+        elif suffix == ".json":
+            records = _load_json(path, problem_key, answer_key)
+        else:
+            records = _load_hf(source, problem_key, answer_key, split)
+    if not records:
+        raise DatasetFormatError(f"{source}: no problems")
+    return records[:limit] if limit is not None else records
+
+
+def build_prompt_records(
+    problems: Iterable[dict[str, str]], template: str, tokenizer: Any | None = None, datasource: str = "default"
+) -> list[dict[str, str]]:
+    """Apply ``template`` (SPEC §4) to each problem; records for OpenRLHF's ``PromptDataset``."""
+    return [
+        {
+            INPUT_KEY: apply_template(p["problem"], template, tokenizer),
+            LABEL_KEY: p["answer"],
+            "problem": p["problem"],
+            "datasource": datasource,
+        }
+        for p in problems
+    ]
+
+
+def write_jsonl(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Write ``records`` one JSON object per line (UTF-8); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def build_prompt_file(
+    source: str,
+    out_path: str | Path,
+    template: str,
+    tokenizer: Any | None = None,
+    problem_key: str = "problem",
+    answer_key: str = "answer",
+    limit: int | None = None,
+    seed: int = DEFAULT_SEED,
+) -> Path:
+    """Load ``source``, apply ``template`` and write a prompt file for ``--data.prompt_dataset``."""
+    problems = load_problems(source, problem_key, answer_key, limit=limit, seed=seed)
+    datasource = source.split(":")[0] if ":" in source else Path(source).stem
+    return write_jsonl(build_prompt_records(problems, template, tokenizer, datasource), out_path)

@@ -1,0 +1,149 @@
+"""Reward settings and their environment-variable form.
+
+OpenRLHF loads a ``--reward.remote_url file.py`` by path inside its Ray actors, so the reward file
+cannot take arguments: it reads :class:`RewardConfig` from the environment. The CLI maps its flags
+(``--ext.signed_reward``, ``--ext.format_reward_coef``, ``--ext.reward_timeout``, ``--ext.template``)
+to :meth:`RewardConfig.to_env` and exports the result (also in Ray's ``runtime_env`` so actors on other
+nodes see it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from openrlhf_ext.data.templates import TEMPLATE_NAMES
+
+logger = logging.getLogger(__name__)
+
+TEMPLATES = TEMPLATE_NAMES
+ENV_PREFIX = "OPENRLHF_EXT_REWARD_"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Settings of the math reward (SPEC §4).
+
+    Attributes (environment variable in brackets):
+        signed: reward +1 / -1 instead of 1 / 0 [``OPENRLHF_EXT_REWARD_SIGNED``].
+        format_coef: penalty subtracted when the response is badly formatted, in [0, 1)
+            [``OPENRLHF_EXT_REWARD_FORMAT_COEF``]; see :func:`openrlhf_ext.rewards.scoring.reward_value`.
+        timeout_s: hard wall-clock limit of one scoring call, seconds [``OPENRLHF_EXT_REWARD_TIMEOUT``].
+        template: prompt template the responses answer (``r1``, ``qwen_math``, ``none``, ``chat``) or
+            ``None`` (lenient format check) [``OPENRLHF_EXT_REWARD_TEMPLATE``].
+        workers: scoring worker processes per reward-calling process [``OPENRLHF_EXT_REWARD_WORKERS``].
+        fallback: use the last-number fallback extraction [``OPENRLHF_EXT_REWARD_FALLBACK``].
+    """
+
+    signed: bool = False
+    format_coef: float = 0.0
+    timeout_s: float = 5.0
+    template: str | None = None
+    workers: int = 2
+    fallback: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.format_coef < 1.0:
+            # A penalty of 1 or more would make a correct but badly formatted answer score <= 0 and
+            # break "correct iff reward > 0", which the advantage filters rely on (SPEC §1).
+            raise ValueError(f"format_coef must be in [0, 1), got {self.format_coef}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if self.template is not None and self.template not in TEMPLATES:
+            raise ValueError(f"template must be one of {TEMPLATES} or None, got {self.template!r}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that make :meth:`from_env` return this config."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                text = "1" if value else "0"
+            elif value is None:
+                text = ""
+            else:
+                text = str(value)
+            env[ENV_PREFIX + _ENV_NAMES[f.name]] = text
+        return env
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RewardConfig:
+        """Read the config from ``environ`` (default ``os.environ``); unset variables keep defaults."""
+        environ = os.environ if environ is None else environ
+        kwargs: dict[str, object] = {}
+        for f in fields(cls):
+            name = ENV_PREFIX + _ENV_NAMES[f.name]
+            if name not in environ:
+                continue
+            raw = environ[name].strip()
+            try:
+                kwargs[f.name] = _PARSERS[f.name](raw)
+            except ValueError as exc:
+                raise ValueError(f"{name}={environ[name]!r}: {exc}") from exc
+        try:
+            return cls(**kwargs)
+        except ValueError as exc:
+            raise ValueError(f"invalid reward settings from the environment: {exc}") from exc
+
+
+def _parse_bool(raw: str) -> bool:
+    low = raw.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+
+
+def _parse_fallback(raw: str) -> bool:
+    low = raw.lower()
+    if low == "last_number":
+        return True
+    if low == "none":
+        return False
+    return _parse_bool(raw)
+
+
+_ENV_NAMES = {
+    "signed": "SIGNED",
+    "format_coef": "FORMAT_COEF",
+    "timeout_s": "TIMEOUT",
+    "template": "TEMPLATE",
+    "workers": "WORKERS",
+    "fallback": "FALLBACK",
+}
+_PARSERS = {
+    "signed": _parse_bool,
+    "format_coef": float,
+    "timeout_s": float,
+    "template": lambda raw: raw or None,
+    "workers": int,
+    "fallback": _parse_fallback,
+}
+
+
+def unsigned_reward_warning(baseline: str, std_scale: str, positive_only: bool, signed: bool) -> str | None:
+    """Warning text when 0/1 rewards leave the wrong answers without gradient, else ``None``.
+
+    With no baseline subtracted (``baseline == "none"``) and no whitening (which subtracts the batch
+    mean), the advantage of a response is a multiple of its raw reward, so a 0 reward gives a zero
+    advantage: only correct answers are pushed up. The Minimal-RL authors (seed 000) train
+    Reinforce / Reinforce-Rej with +1 / -1 for this reason. RAFT (``positive_only``) discards the
+    wrong answers anyway. The warning is also logged.
+    """
+    if signed or positive_only or baseline != "none" or std_scale == "whiten":
+        return None
+    message = (
+        f"advantage switches baseline={baseline!r}, std_scale={std_scale!r} use the raw reward as advantage: with "
+        "0/1 rewards the wrong answers get zero advantage and no gradient. Use signed rewards "
+        "(--ext.signed_reward / OPENRLHF_EXT_REWARD_SIGNED=1) as the Minimal-RL paper does for Reinforce-Rej."
+    )
+    logger.warning(message)
+    return message

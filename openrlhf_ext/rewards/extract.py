@@ -1,0 +1,180 @@
+"""Final-answer extraction from a model response (SPEC §4), in linear time on any input.
+
+Rules, in priority order (the first that yields a non-empty answer wins):
+
+1. ``answer_tag``: the last ``<answer>...</answer>`` block (the R1 template of seed 004 §2.1). If the
+   block holds a ``\\boxed{}``, the content of its last box is the answer, otherwise the whole block.
+2. ``boxed``: the content of the last balanced, non-empty ``\\boxed{...}`` / ``\\fbox{...}`` (nested
+   braces and escaped ``\\{`` / ``\\}`` handled; an unclosed box, e.g. of a truncated response, is skipped).
+3. ``gsm8k``: the number after the last ``#### `` marker (GSM8K reference style).
+4. ``fallback`` (documented, can be switched off): the last number in the response. A response that
+   only reaches this rule is counted as a format error even when the number is right.
+
+Nothing here calls sympy: these functions are plain scans over the string, so they stay linear even
+on 1 MB of text or 10k nested braces. Every function is pure.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+METHODS = ("answer_tag", "boxed", "gsm8k", "fallback", "none")
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_GSM8K_RE = re.compile(r"####\s*(-?\$?\s*[0-9][0-9,]*(?:\.[0-9]+)?)")
+_NUMBER_RE = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?(?:\s*/\s*[0-9]+)?")
+_THOUSANDS_RE = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
+# Trailing end-of-sequence markers a decoded query carries (ChatML, Llama-3, SentencePiece, GPT-2).
+_TRAILING_SPECIAL_RE = re.compile(r"(?:\s|<\|[a-z_]+\|>|</s>|<eos>)+\Z")
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """The extracted final answer (``None`` when no rule matched) and the rule that produced it."""
+
+    answer: str | None
+    method: str
+
+
+def matching_braces(text: str) -> dict[int, int]:
+    """Map the index of every ``{`` that is closed to the index of its ``}``; escaped braces are literal."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    escaped = False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "{":
+            stack.append(i)
+        elif ch == "}" and stack:
+            pairs[stack.pop()] = i
+    return pairs
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last balanced non-empty ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``."""
+    starts = [m.end() - 1 for m in _BOX_RE.finditer(text)]
+    if not starts:
+        return None
+    pairs = matching_braces(text)
+    for open_idx in reversed(starts):
+        close_idx = pairs.get(open_idx)
+        if close_idx is not None:
+            content = text[open_idx + 1 : close_idx].strip()
+            if content:
+                return content
+    return None
+
+
+def last_answer_tag(text: str) -> str | None:
+    """Content of the last closed ``<answer>...</answer>`` block, or ``None``."""
+    end = text.rfind("</answer>")
+    if end < 0:
+        return None
+    start = text.rfind("<answer>", 0, end)
+    if start < 0:
+        return None
+    return text[start + len("<answer>") : end].strip()
+
+
+def strip_thousands(number: str) -> str:
+    """``"1,000"`` -> ``"1000"``; anything that is not a comma-grouped number is returned unchanged."""
+    s = number.strip()
+    return s.replace(",", "") if _THOUSANDS_RE.fullmatch(s) else s
+
+
+def last_gsm8k(text: str) -> str | None:
+    """The number after the last ``####`` marker (``$`` and thousands separators dropped)."""
+    found = None
+    for m in _GSM8K_RE.finditer(text):
+        found = m.group(1)
+    if found is None:
+        return None
+    return strip_thousands(found.replace("$", "").replace(" ", ""))
+
+
+def last_number(text: str) -> str | None:
+    """The last integer, decimal or ``a/b`` fraction in ``text`` (the documented fallback)."""
+    found = None
+    for m in _NUMBER_RE.finditer(text):
+        found = m.group(0)
+    if found is None:
+        return None
+    return strip_thousands(found.rstrip(",").replace(" ", ""))
+
+
+def extract_answer(response: str, fallback: bool = True) -> Extraction:
+    """Apply the rules of the module docstring to ``response``."""
+    tagged = last_answer_tag(response)
+    if tagged:
+        boxed_inside = last_boxed(tagged)
+        return Extraction(boxed_inside if boxed_inside else tagged, "answer_tag")
+    boxed = last_boxed(response)
+    if boxed:
+        return Extraction(boxed, "boxed")
+    gsm = last_gsm8k(response)
+    if gsm:
+        return Extraction(gsm, "gsm8k")
+    if fallback:
+        num = last_number(response)
+        if num:
+            return Extraction(num, "fallback")
+    return Extraction(None, "none")
+
+
+# Which extraction rules count as "well formatted" for each prompt template (SPEC §4 templates).
+# r1 asks for <answer> tags; qwen_math asks for \boxed{}; without an explicit instruction any of the
+# three explicit forms is accepted. The fallback is never a well-formatted answer.
+_FORMAT_METHODS = {
+    "r1": ("answer_tag",),
+    "qwen_math": ("boxed",),
+    "none": ("answer_tag", "boxed", "gsm8k"),
+    "chat": ("answer_tag", "boxed", "gsm8k"),
+    None: ("answer_tag", "boxed", "gsm8k"),
+}
+
+
+def is_well_formatted(response: str, extraction: Extraction, template: str | None) -> bool:
+    """Format check of the response for ``template``.
+
+    For ``r1`` the response (which continues the prompt's opening ``<think>``) must close the think
+    block, then give one ``<answer>...</answer>`` block, with only whitespace or end-of-sequence
+    tokens after it. For the others, the answer must come from one of the explicit forms.
+    """
+    if template not in _FORMAT_METHODS:
+        raise ValueError(f"unknown template {template!r}; expected one of r1, qwen_math, none, chat")
+    if extraction.method not in _FORMAT_METHODS[template]:
+        return False
+    if template != "r1":
+        return True
+    think_end = response.find("</think>")
+    answer_start = response.rfind("<answer>")
+    answer_end = response.rfind("</answer>")
+    if think_end < 0 or not think_end < answer_start < answer_end:
+        return False
+    tail = response[answer_end + len("</answer>") :]
+    return _TRAILING_SPECIAL_RE.fullmatch(tail) is not None or tail == ""
+
+
+def response_from_query(query: str, prompt: str) -> str:
+    """The response part of an OpenRLHF reward query (the decoded prompt + response tokens).
+
+    OpenRLHF decodes prompt and response together, so the query may carry extra special tokens (a BOS)
+    before the prompt or differ from it in whitespace. The prompt is cut at its last exact occurrence;
+    failing that, at the last occurrence of its final 64 characters. If neither is found the whole query
+    is returned, which can only add prompt text before the response: the extraction rules all take the
+    *last* match, so a response that has an answer still wins.
+    """
+    if not prompt:
+        return query
+    idx = query.rfind(prompt)
+    if idx >= 0:
+        return query[idx + len(prompt) :]
+    tail = prompt[-64:]
+    idx = query.rfind(tail)
+    if idx >= 0:
+        return query[idx + len(tail) :]
+    return query

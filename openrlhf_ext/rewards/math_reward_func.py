@@ -1,0 +1,42 @@
+"""OpenRLHF reward file: pass this file's path as ``--reward.remote_url`` (SPEC §4).
+
+OpenRLHF 0.11.2 (``openrlhf.utils.agent.SingleTurnAgentExecutor``) loads it by path inside each vLLM
+engine actor and calls ``reward_func(queries, prompts, labels)`` from ``asyncio.to_thread``, where a
+query is the decoded prompt + response. Settings come from ``OPENRLHF_EXT_REWARD_*`` environment
+variables (:class:`openrlhf_ext.rewards.config.RewardConfig`), read on every call.
+
+Returned dict (the keys OpenRLHF reads):
+
+* ``rewards``: float tensor [B], the shaped reward used for advantages;
+* ``scores``: float tensor [B], 1.0 for a correct answer else 0.0 (OpenRLHF's dynamic filtering
+  compares scores with a 0..1 range, whatever the reward's sign convention);
+* ``extra_logs``: per-sample tensors ``reward_correct``, ``reward_format_error``, ``reward_timed_out``,
+  ``reward_latency_s`` (OpenRLHF copies them into each experience's ``info``; feed them to
+  :func:`openrlhf_ext.rewards.scoring.summarize` for the per-step rates, counts and percentiles).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from openrlhf_ext.rewards.config import RewardConfig
+from openrlhf_ext.rewards.extract import response_from_query
+from openrlhf_ext.rewards.scoring import score_responses
+
+
+def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[object], **_: object) -> dict:
+    """OpenRLHF's ``reward_func`` protocol (see module docstring)."""
+    import torch  # the caller (an OpenRLHF actor) has torch loaded; the scoring workers do not need it
+
+    config = RewardConfig.from_env()
+    responses = [response_from_query(q, p) for q, p in zip(queries, prompts, strict=True)]
+    batch = score_responses(responses, labels, config)
+
+    def tensor(values: list[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float32)
+
+    return {
+        "rewards": tensor(batch.rewards),
+        "scores": tensor(batch.correct),
+        "extra_logs": {key: tensor(values) for key, values in batch.per_sample_logs().items()},
+    }
