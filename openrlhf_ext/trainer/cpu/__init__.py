@@ -1,0 +1,81 @@
+"""Running OpenRLHF 0.11.2's Ray pipeline on a machine without CUDA: the platform layer.
+
+Usage (driver)::
+
+    import openrlhf_ext
+    from openrlhf_ext.trainer.cpu import cpu_runtime_env, install_driver_patches
+
+    install_driver_patches()                       # no-op when CUDA is available
+    ray.init(runtime_env=cpu_runtime_env())        # or ensure_ray_for_cpu(); BEFORE train(), which
+                                                   # would otherwise start Ray without the hook
+    openrlhf.cli.train_ppo_ray.train(args)         # the stock driver, unchanged
+
+Every Ray worker runs :func:`apply_worker_patches` through Ray's ``worker_process_setup_hook``
+(``cpu_runtime_env()`` sets it; with ``ray job submit`` the job's runtime env may carry it too).
+
+Everything we change in OpenRLHF, torch or Ray, in one table. An OpenRLHF upgrade that moves any
+of these names fails loudly at patch time (``AttributeError: ... changed a CPU patch point``).
+
+Worker side (:data:`~openrlhf_ext.trainer.cpu.worker.WORKER_PATCHES`, every Ray worker)
+
+=====================================================================  ==================================
+target                                                                 why / replacement
+=====================================================================  ==================================
+``torch.cuda.current_device``                                          OpenRLHF moves tensors to it -> ``cpu``
+``torch.cuda.set_device``, ``torch.cuda.synchronize``                  called unconditionally -> no-op
+``torch.cuda.current_stream``                                          passed to the sync broadcast -> ``None``
+``openrlhf.utils.deepspeed.deepspeed.init_device_mesh``                ``"cuda"`` mesh -> ``"cpu"`` mesh
+``openrlhf...replay_buffer.NaiveReplayBuffer.__init__``                ``target_device`` ``cuda:N`` -> ``cpu``
+``openrlhf.trainer.ray.ppo_actor.stateless_init_process_group``        vLLM PyNccl group -> gloo group
+=====================================================================  ==================================
+
+plus environment: ``DS_ACCELERATOR=cpu`` (DeepSpeed's CPU accelerator, gloo backend),
+``TORCH_EXTENSIONS_DIR`` in our cache (DeepSpeed's JIT ops are built once), torch threads = cores.
+
+Driver side (:data:`~openrlhf_ext.trainer.cpu.driver.DRIVER_PATCHES`, the process calling ``train``)
+
+======================================================================  =================================
+target (each in ``openrlhf.cli.train_ppo_ray`` and its home module)     why / replacement
+======================================================================  =================================
+``RayActorGroup`` (``openrlhf.trainer.ray.launcher``)                   ``num_gpus=1`` actors -> ``CpuRayActorGroup`` (0 GPU, 0 CPU)
+``placement_group`` (``launcher``)                                      ``{"GPU": 1}`` bundles -> CPU shares
+``create_vllm_engines`` (``openrlhf.trainer.ray``, ``.vllm_engine``)    vLLM engines -> ``CpuRolloutActor`` (transformers)
+``get_strategy`` (``openrlhf.utils``)                                   first call of ``train``: ``adapt_args_for_cpu`` + Ray hook check
+======================================================================  =================================
+
+``adapt_args_for_cpu`` rewrites flash attention -> sdpa, ``--vllm.num_engines`` 0/None -> 1,
+``--vllm.sync_backend`` -> gloo, ``--vllm.sync_with_ray`` -> off, and refuses packing, 4-bit,
+Liger, EMA and ring attention with a clear error.
+
+What stays real: Ray actors and scheduling, DeepSpeed (ZeRO-3 included) on gloo, the reference
+model, the trainer/controller, the stock experience maker, agent executors and reward-function
+loading, the weight broadcast loop of ``broadcast_to_vllm``. Substituted: vLLM (by
+``CpuRolloutActor``), NCCL (by gloo). See docs/cpu.md.
+"""
+
+from typing import Any
+
+from openrlhf_ext.trainer.cpu.worker import WORKER_PATCHES, apply_worker_patches
+
+# The setup hook imports this package in every Ray worker: the driver side (which imports
+# OpenRLHF's launcher, hence DeepSpeed, ~12 s) is loaded only when one of its names is used.
+_DRIVER_NAMES = (
+    "DRIVER_PATCHES",
+    "SETUP_HOOK",
+    "CpuRayActorGroup",
+    "adapt_args_for_cpu",
+    "cpu_runtime_env",
+    "create_cpu_generators",
+    "ensure_ray_for_cpu",
+    "install_driver_patches",
+)
+
+__all__ = ["WORKER_PATCHES", "apply_worker_patches", *_DRIVER_NAMES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DRIVER_NAMES:
+        from openrlhf_ext.trainer.cpu import driver
+
+        return getattr(driver, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,205 @@
+"""Driver-side CPU adaptations: resources, rollout engines, arguments, Ray's runtime environment.
+
+See the table in :mod:`openrlhf_ext.trainer.cpu` for what each patch is for.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import ray
+import torch
+from openrlhf.trainer.ray.launcher import RayActorGroup
+from ray.util.placement_group import placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from openrlhf_ext.trainer.cpu.patching import Patch, apply_patches
+from openrlhf_ext.trainer.cpu.worker import cpu_worker_env
+
+SETUP_HOOK = "openrlhf_ext.trainer.cpu.apply_worker_patches"
+# Logical CPU share of one placement-group bundle. Actors themselves request 0 CPUs: on a 2-core
+# machine policy + reference + generator + trainer could never each hold a whole core, and they
+# take turns anyway (generation, then scoring, then training).
+CPU_PER_BUNDLE = 0.01
+
+# Stock flags that name CUDA-only features; adapt_args_for_cpu refuses them with this reason.
+UNSUPPORTED_ON_CPU = {
+    ("ds", "packing_samples"): "packing needs flash-attn's varlen CUDA kernels",
+    ("ds", "load_in_4bit"): "bitsandbytes 4-bit loading needs CUDA",
+    ("ds", "use_liger_kernel"): "Liger kernels are Triton (GPU) kernels",
+    ("train", "enable_ema"): "OpenRLHF's EMA update moves weights to 'cuda'",
+}
+
+
+def _log(msg: str) -> None:
+    print(f"[openrlhf_ext.cpu] {msg}", file=sys.stderr, flush=True)
+
+
+def cpu_bundles(bundles: list[dict[str, float]]) -> list[dict[str, float]]:
+    """OpenRLHF's ``{"GPU": 1, "CPU": 1}`` bundles as CPU-only bundles (custom resources kept)."""
+    result = []
+    for bundle in bundles:
+        cpu_bundle = {k: v for k, v in bundle.items() if k not in ("GPU", "CPU")}
+        cpu_bundle["CPU"] = CPU_PER_BUNDLE
+        result.append(cpu_bundle)
+    return result
+
+
+def cpu_placement_group(bundles: list[dict[str, float]], strategy: str = "PACK", *args: Any, **kwargs: Any):
+    """``ray.util.placement_group`` that asks for CPU shares where OpenRLHF asks for GPUs."""
+    return placement_group(cpu_bundles(bundles), strategy, *args, **kwargs)
+
+
+class CpuRayActorGroup(RayActorGroup):
+    """OpenRLHF's actor group with no GPU (and no whole-CPU) reservation per actor."""
+
+    def _initiate_actors(self, pg, num_gpus_per_actor):  # noqa: ANN001 (stock signature)
+        # The stock code requests num_cpus = num_gpus = num_gpus_per_actor for every actor.
+        super()._initiate_actors(pg, 0)
+
+
+def create_cpu_generators(
+    num_engines: int,
+    tensor_parallel_size: int,
+    pretrain: str,
+    seed: int,
+    full_determinism: bool,
+    enable_prefix_caching: bool,
+    enforce_eager: bool,
+    max_model_len: int,
+    shared_pg=None,  # noqa: ANN001
+    gpu_memory_utilization: float | None = None,
+    vllm_enable_sleep: bool = False,
+    logprobs_mode: str | None = None,
+    agent_func_path: str | None = None,
+    remote_rm_url: str | list[str] | None = None,
+    max_images_per_prompt: int = 0,
+) -> list:
+    """Same signature and result as ``openrlhf.trainer.ray.create_vllm_engines``: one
+    :class:`~openrlhf_ext.trainer.cpu.generator.CpuRolloutActor` per requested engine.
+
+    vLLM-only knobs (prefix caching, eager mode, memory utilisation, sleep) have no meaning here.
+    """
+    from openrlhf_ext.trainer.cpu.generator import CpuRolloutRayActor
+
+    if tensor_parallel_size != 1:
+        raise ValueError(f"the CPU generator has no tensor parallelism (got --vllm.tensor_parallel_size {tensor_parallel_size})")
+    if max_images_per_prompt > 0:
+        raise ValueError("the CPU generator is text-only (--data.max_images_per_prompt must be 0)")
+    engines = []
+    for i in range(num_engines):
+        options: dict[str, Any] = {"num_cpus": 0, "num_gpus": 0}
+        if shared_pg is not None:
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                placement_group=shared_pg, placement_group_bundle_index=i
+            )
+        engines.append(
+            CpuRolloutRayActor.options(**options).remote(
+                model=pretrain,
+                seed=seed + i,
+                agent_func_path=agent_func_path,
+                remote_rm_url=remote_rm_url,
+                logprobs_mode=logprobs_mode,
+            )
+        )
+    return engines
+
+
+def adapt_args_for_cpu(args: Any) -> list[str]:
+    """Rewrite stock arguments that can only mean CUDA into their CPU equivalents, in place.
+
+    Returns one line per change (empty when nothing changed; calling it twice changes nothing the
+    second time). Flags naming a CUDA-only feature are refused with a ``ValueError``.
+    """
+    for (section, name), reason in UNSUPPORTED_ON_CPU.items():
+        if getattr(getattr(args, section), name, False):
+            raise ValueError(f"--{section}.{name} is not available on CPU: {reason}")
+    if getattr(args.ds, "ring_attn_size", 1) > 1:
+        raise ValueError("--ds.ring_attn_size > 1 is not available on CPU: ring attention needs flash-attn")
+    changes = []
+
+    def change(section: str, name: str, value: Any, why: str) -> None:
+        old = getattr(getattr(args, section), name)
+        if old != value:
+            setattr(getattr(args, section), name, value)
+            changes.append(f"--{section}.{name} {old} -> {value} ({why})")
+
+    if "flash" in str(args.ds.attn_implementation) or "/" in str(args.ds.attn_implementation):
+        change("ds", "attn_implementation", "sdpa", "flash-attention kernels need CUDA")
+    if not args.vllm.num_engines:
+        change("vllm", "num_engines", 1, "OpenRLHF generates only through rollout engines; one CPU generator")
+    change("vllm", "tensor_parallel_size", 1, "no tensor parallelism on the CPU generator")
+    change("vllm", "sync_backend", "gloo", "weights go to the generator over gloo, not NCCL / CUDA IPC")
+    change("vllm", "sync_with_ray", False, "Ray's gloo collective would join DeepSpeed's default group")
+    return changes
+
+
+def cpu_runtime_env(env_vars: dict[str, str] | None = None) -> dict[str, Any]:
+    """``runtime_env`` for ``ray.init`` on a CPU machine: our setup hook in every worker plus the
+    environment it needs (and OpenRLHF's own defaults), merged with ``env_vars``."""
+    env = {
+        "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true"),
+        "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": os.environ.get("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1"),
+        **cpu_worker_env(),
+    }
+    for key in ("OPENRLHF_EXT_CACHE", "OPENRLHF_EXT_CPU_THREADS"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    env.update(env_vars or {})
+    return {"worker_process_setup_hook": SETUP_HOOK, "env_vars": env}
+
+
+def ensure_ray_for_cpu(**init_kwargs: Any) -> None:
+    """Start Ray with :func:`cpu_runtime_env` unless it runs; if it runs, insist on our hook
+    (without it the workers would hit ``torch.cuda`` and fail far from the cause)."""
+    if not ray.is_initialized():
+        ray.init(runtime_env=cpu_runtime_env(), **init_kwargs)
+        return
+    hook = (ray.get_runtime_context().runtime_env or {}).get("worker_process_setup_hook")
+    if hook != SETUP_HOOK:
+        raise RuntimeError(
+            f"Ray was initialised without the CPU worker setup hook (found {hook!r}); start it with "
+            f"ray.init(runtime_env=openrlhf_ext.trainer.cpu.cpu_runtime_env()) or pass "
+            f'--runtime-env-json \'{{"worker_process_setup_hook": "{SETUP_HOOK}"}}\' to ray job submit'
+        )
+
+
+def _strategy_for_cpu(original: Callable) -> Callable:
+    """``train(args)`` calls ``get_strategy(args)`` before creating any actor: the one place to
+    adapt the arguments and make sure Ray carries the worker hook."""
+
+    def get_strategy(args: Any) -> Any:
+        for line in adapt_args_for_cpu(args):
+            _log(line)
+        ensure_ray_for_cpu()
+        return original(args)
+
+    return get_strategy
+
+
+def _always(value: Any) -> Callable[[Any], Any]:
+    return lambda _original: value
+
+
+DRIVER_PATCHES: tuple[Patch, ...] = (
+    ("openrlhf.trainer.ray.launcher:RayActorGroup", _always(CpuRayActorGroup)),
+    ("openrlhf.trainer.ray.launcher:placement_group", _always(cpu_placement_group)),
+    ("openrlhf.trainer.ray:create_vllm_engines", _always(create_cpu_generators)),
+    ("openrlhf.trainer.ray.vllm_engine:create_vllm_engines", _always(create_cpu_generators)),
+    ("openrlhf.utils:get_strategy", _strategy_for_cpu),
+    ("openrlhf.cli.train_ppo_ray:RayActorGroup", _always(CpuRayActorGroup)),
+    ("openrlhf.cli.train_ppo_ray:placement_group", _always(cpu_placement_group)),
+    ("openrlhf.cli.train_ppo_ray:create_vllm_engines", _always(create_cpu_generators)),
+    ("openrlhf.cli.train_ppo_ray:get_strategy", _strategy_for_cpu),
+)
+
+
+def install_driver_patches() -> list[str]:
+    """Point the stock driver ``openrlhf.cli.train_ppo_ray.train(args)`` at CPU resources and the
+    CPU generator; a no-op (returns ``[]``) when CUDA is available. Returns the patched targets."""
+    if torch.cuda.is_available():
+        return []
+    return apply_patches(DRIVER_PATCHES, defer=False)

@@ -1,0 +1,112 @@
+"""Process-local CPU adaptations, installed in every Ray worker by the setup hook.
+
+See the table in :mod:`openrlhf_ext.trainer.cpu` for what each patch is for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from openrlhf_ext.trainer.cpu.patching import Patch, apply_patches
+from openrlhf_ext.trainer.cpu.weight_sync import stateless_gloo_group
+
+THREADS_ENV_VAR = "OPENRLHF_EXT_CPU_THREADS"
+CPU = torch.device("cpu")
+
+
+def torch_extensions_dir() -> str:
+    """Stable cache for DeepSpeed's JIT-built CPU ops (the first build takes ~90 s)."""
+    from openrlhf_ext.models.embedded import default_cache_dir
+
+    return str(Path(default_cache_dir()) / "torch_extensions")
+
+
+def cpu_worker_env() -> dict[str, str]:
+    """Environment every CPU worker needs before DeepSpeed is imported."""
+    return {"DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": torch_extensions_dir()}
+
+
+def _returning(value: Any) -> Callable[[Callable], Callable]:
+    """Factory of a stand-in that ignores its arguments and returns ``value``. One new function per
+    patched name: torch.compile's trace rules reject one object registered under two torch names."""
+
+    def factory(original: Callable) -> Callable:
+        @functools.wraps(original)
+        def stand_in(*_args: Any, **_kwargs: Any) -> Any:
+            return value
+
+        return stand_in
+
+    return factory
+
+
+def _always(value: Any) -> Callable[[Any], Any]:
+    return lambda _original: value
+
+
+def _mesh_on_cpu(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def init_device_mesh(device_type: str, *args: Any, **kwargs: Any) -> Any:
+        return original("cpu" if device_type == "cuda" else device_type, *args, **kwargs)
+
+    return init_device_mesh
+
+
+@contextlib.contextmanager
+def _cuda_index_zero() -> Iterator[None]:
+    current = torch.cuda.current_device
+    torch.cuda.current_device = lambda: 0
+    try:
+        yield
+    finally:
+        torch.cuda.current_device = current
+
+
+def _replay_buffer_on_cpu(original: Callable) -> Callable:
+    """The stock constructor formats ``f"cuda:{torch.cuda.current_device()}"``: give it index 0
+    to format, then point the buffer's target device at the CPU."""
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        with _cuda_index_zero():
+            original(self, *args, **kwargs)
+        self.target_device = CPU
+
+    return __init__
+
+
+WORKER_PATCHES: tuple[Patch, ...] = (
+    ("torch.cuda:current_device", _returning(CPU)),
+    ("torch.cuda:set_device", _returning(None)),
+    ("torch.cuda:synchronize", _returning(None)),
+    ("torch.cuda:current_stream", _returning(None)),
+    ("openrlhf.utils.deepspeed.deepspeed:init_device_mesh", _mesh_on_cpu),
+    ("openrlhf.trainer.ppo_utils.replay_buffer:NaiveReplayBuffer.__init__", _replay_buffer_on_cpu),
+    ("openrlhf.trainer.ray.ppo_actor:stateless_init_process_group", _always(stateless_gloo_group)),
+)
+
+
+def apply_worker_patches() -> list[str]:
+    """Adapt this process to a CUDA-less machine; a no-op (returns ``[]``) when CUDA is available.
+
+    Sets the DeepSpeed environment, gives torch all cores (Ray starts workers with
+    ``OMP_NUM_THREADS=1``; override with ``$OPENRLHF_EXT_CPU_THREADS``) and applies
+    :data:`WORKER_PATCHES`, those on not-yet-imported modules at their import. Returns the
+    targets patched immediately.
+    """
+    if torch.cuda.is_available():
+        return []
+    for key, value in cpu_worker_env().items():
+        os.environ.setdefault(key, value)
+    threads = int(os.environ.get(THREADS_ENV_VAR) or os.cpu_count() or 1)
+    if threads < 1:
+        raise ValueError(f"{THREADS_ENV_VAR} must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    return apply_patches(WORKER_PATCHES, defer=True)
