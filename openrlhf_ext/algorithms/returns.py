@@ -14,7 +14,7 @@ global index), so that stock estimators reproduce ``RemoteExperienceMaker.comput
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -149,29 +149,32 @@ def whiten_token_advantages(
     """
     if len(advantages) != len(masks):
         raise ValueError(f"{len(advantages)} advantage tensors but {len(masks)} masks")
-    weights = []
     for adv, mask in zip(advantages, masks, strict=True):
         if adv.shape != mask.shape:
             raise ValueError(f"advantages shape {tuple(adv.shape)} != mask shape {tuple(mask.shape)}")
-        weight = mask.to(adv.dtype)
-        if sample_weighted:
-            weight = weight / weight.sum(-1, keepdim=True).clamp(min=1)
-        weights.append(weight)
-    total = sum(float(w.sum(dtype=torch.float64)) for w in weights)
-    if total == 0.0:
+
+    def weighted_sum(values_of: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        # weights are rebuilt per micro-batch so no rollout-sized copy of the masks is ever held
+        total = 0.0
+        for adv, mask in zip(advantages, masks, strict=True):
+            weight = mask.to(adv.dtype)
+            if sample_weighted:
+                weight = weight / weight.sum(-1, keepdim=True).clamp(min=1)
+            total += float((values_of(adv) * weight).sum(dtype=torch.float64))
+        return total
+
+    if sample_weighted:
+        count = float(sum(int((mask.sum(-1) > 0).sum()) for mask in masks))
+    else:
+        count = float(sum(int(mask.sum()) for mask in masks))
+    if count == 0.0:
         return [torch.zeros_like(adv) for adv in advantages]
-    mean = sum(float((a * w).sum(dtype=torch.float64)) for a, w in zip(advantages, weights, strict=True)) / total
+    mean = weighted_sum(lambda adv: adv) / count
     rstd = 1.0
     if scale:
-        var = (
-            sum(
-                float(((a - mean).square() * w).sum(dtype=torch.float64))
-                for a, w in zip(advantages, weights, strict=True)
-            )
-            / total
-        )
+        var = weighted_sum(lambda adv: (adv - mean).square_()) / count
         rstd = max(var, WHITEN_MIN_VAR) ** -0.5
-    return [((a - mean) * rstd).mul_(m) for a, m in zip(advantages, masks, strict=True)]
+    return [(adv - mean).mul_(rstd).mul_(mask) for adv, mask in zip(advantages, masks, strict=True)]
 
 
 class TokenAdvantageResult(NamedTuple):
@@ -267,8 +270,10 @@ def compute_token_advantages(
             gamma=gamma,
             reward_clip_range=reward_clip_range,
         )
-        ret.mul_(keep.unsqueeze(-1))
-        kept_mask = mask * keep.unsqueeze(-1)
+        kept_mask = mask
+        if not keep.all():
+            ret.mul_(keep.unsqueeze(-1))
+            kept_mask = mask * keep.unsqueeze(-1)
         returns.append(ret)
         advantages.append(ret * kept_mask)
         masks.append(kept_mask)
