@@ -9,13 +9,14 @@ with a short excerpt, and a fresh worker replaces it.
 
 Design:
 
-* workers are plain subprocesses (``python -m openrlhf_ext.rewards._worker``), so nothing depends on
+* workers are plain subprocesses (``python -m openrlhf_ext.rewards.worker_main``), so nothing depends on
   the parent's ``__main__``, start method or threads; they stay alive across calls;
 * ``workers`` calls run at once (a semaphore); ``workers + spare`` processes are kept, so a killed
   worker's slot is refilled by an already-started spare while its replacement boots (~0.5 s);
 * the deadline covers only the time the request spends on a worker, never the wait for a free one;
 * a worker that dies mid-request (killed from outside, crashed) is replaced and the request is retried
-  once on another worker; a second death scores it wrong with error ``crash``;
+  once on another worker; a second death scores it wrong with error ``crash``. A worker found dead
+  before it gets a request is just replaced;
 * thread-safe: any number of threads may call :meth:`ScoringPool.judge` concurrently.
 """
 
@@ -37,13 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openrlhf_ext.rewards._worker import _HEADER, encode_frame
+from openrlhf_ext.rewards._ipc import HEADER, encode_frame
 from openrlhf_ext.rewards.verdict import Verdict
 
 logger = logging.getLogger(__name__)
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _MAX_START_FAILURES = 3
+_MAX_DEAD_BEFORE_REQUEST = 8
 _EXCERPT_CHARS = 60
 
 
@@ -101,7 +103,7 @@ class _Worker:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "openrlhf_ext.rewards._worker", "--memory-mb", str(memory_mb)],
+            [sys.executable, "-m", "openrlhf_ext.rewards.worker_main", "--memory-mb", str(memory_mb)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -131,7 +133,7 @@ class _Worker:
         return bytes(buf)
 
     def _read_frame(self, deadline: float) -> Any:
-        (size,) = _HEADER.unpack(self._read_exact(_HEADER.size, deadline))
+        (size,) = HEADER.unpack(self._read_exact(HEADER.size, deadline))
         return pickle.loads(self._read_exact(size, deadline))
 
     def wait_ready(self, timeout_s: float) -> None:
@@ -141,16 +143,20 @@ class _Worker:
 
     def poll_ready(self) -> bool:
         """Ready without waiting (reads the ready frame if it has arrived)."""
+        if self.proc.poll() is not None:
+            raise _WorkerGone
         if not self.ready and self._poller.poll(0):
             self.wait_ready(5.0)  # the frame is tiny and written at once: it is all there
         return self.ready
 
-    def request(self, payload: dict, deadline: float) -> dict:
+    def send(self, payload: dict) -> None:
         try:
             self.proc.stdin.write(encode_frame(payload))
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError) as exc:
             raise _WorkerGone from exc
+
+    def receive(self, deadline: float) -> dict:
         return self._read_frame(deadline)
 
     def kill(self) -> None:
@@ -264,12 +270,21 @@ class ScoringPool:
         }
         self.counters.add(calls=1)
         first_start = time.monotonic()
+        crashes = dead_before = 0
         with self._slots:
-            for attempt in range(2):
+            # A worker found dead before it got the request (killed while idle) is not the response's
+            # fault and costs nothing but a replacement; one that dies with the request gets a retry.
+            while crashes < 2 and dead_before < _MAX_DEAD_BEFORE_REQUEST:
                 worker = self._checkout()
                 start = time.monotonic()
                 try:
-                    reply = worker.request(payload, start + timeout_s)
+                    worker.send(payload)
+                except _WorkerGone:
+                    self._discard(worker)
+                    dead_before += 1
+                    continue
+                try:
+                    reply = worker.receive(start + timeout_s)
                 except _Deadline:
                     latency = time.monotonic() - start
                     self._discard(worker)
@@ -284,7 +299,8 @@ class ScoringPool:
                 except _WorkerGone:
                     self._discard(worker)
                     self.counters.add(crashes=1)
-                    logger.warning("reward: worker %d died mid-request (attempt %d)", worker.pid, attempt + 1)
+                    crashes += 1
+                    logger.warning("reward: worker %d died mid-request (attempt %d)", worker.pid, crashes)
                     continue
                 latency = time.monotonic() - start
                 if reply.pop("recycle", False):
@@ -297,7 +313,7 @@ class ScoringPool:
                     logger.info("reward: %s on response %s", verdict.error, excerpt(response))
                 return Outcome(verdict, latency, False)
         self.counters.add(errors=1)
-        logger.warning("reward: two workers died on response %s; scored wrong", excerpt(response))
+        logger.warning("reward: workers kept dying on response %s; scored wrong", excerpt(response))
         return Outcome(Verdict(False, False, "none", None, "crash"), time.monotonic() - first_start, False)
 
     def judge_many(

@@ -1,7 +1,7 @@
-"""Scoring worker process: ``python -m openrlhf_ext.rewards._worker --memory-mb N``.
+"""Scoring worker process: ``python -m openrlhf_ext.rewards.worker_main --memory-mb N``.
 
 Protocol on stdin/stdout (the pool in :mod:`openrlhf_ext.rewards.pool` is the only client): frames of
-an 8-byte big-endian length followed by a pickle. The worker first sends ``{"ready": pid}``, then answers
+:mod:`openrlhf_ext.rewards._ipc`. The worker first sends ``{"ready": pid}``, then answers
 each request ``{"response", "label", "template", "fallback", "cpu_s"}`` with the fields of a
 :class:`~openrlhf_ext.rewards.verdict.Verdict` (plus ``recycle`` after a ``MemoryError``). EOF on stdin
 ends the worker.
@@ -17,40 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import resource
-import struct
 import sys
 import time
 from dataclasses import asdict
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-_HEADER = struct.Struct(">Q")
-
-
-def encode_frame(obj: Any) -> bytes:
-    """One protocol frame for ``obj``."""
-    body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(body)) + body
-
-
-def _read_exact_blocking(stream: BinaryIO, n: int) -> bytes | None:
-    chunks = []
-    while n:
-        chunk = stream.read(n)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
-
-
-def _read_frame_blocking(stream: BinaryIO) -> Any | None:
-    header = _read_exact_blocking(stream, _HEADER.size)
-    if header is None:
-        return None
-    body = _read_exact_blocking(stream, _HEADER.unpack(header)[0])
-    return None if body is None else pickle.loads(body)
+from openrlhf_ext.rewards._ipc import encode_frame, read_frame_blocking
 
 
 def _limit_cpu(extra_seconds: float) -> None:
@@ -82,7 +55,7 @@ def serve(proto_in: BinaryIO, proto_out: BinaryIO) -> None:
     proto_out.write(encode_frame({"ready": os.getpid(), "t": time.time()}))
     proto_out.flush()
     while True:
-        request = _read_frame_blocking(proto_in)
+        request = read_frame_blocking(proto_in)
         if request is None:
             return
         _limit_cpu(request["cpu_s"])

@@ -1,0 +1,116 @@
+"""Bad input never hangs or crashes scoring (SPEC §4): every call returns within the limit + 1 s, is
+scored wrong when it is wrong, the timeouts are counted, and the pool stays healthy."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from openrlhf_ext.rewards import RewardConfig, ScoringPool, score_responses
+
+LIMIT_S = 2.0
+SLACK_S = 1.0
+LABEL = "5"
+
+# Inputs measured to run for more than 10 s in math-verify without a limit (they must be killed).
+HANGS = {
+    "power_tower": r"Clearly the answer is $\boxed{10^{10^{10^{10}}}}$.",
+    "huge_factorial": r"\boxed{(10^{10})!}",
+    "long_simplification": r"\boxed{\sin(x)^{200}+\cos(x)^{200}-\frac{(x+1)^{50}}{(x-1)^{50}}}",
+}
+# Inputs that must be judged wrong quickly, by the guards or by math-verify itself.
+QUICK = {
+    "nested_braces_10k": "\\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}",
+    "one_megabyte": "lorem ipsum " * 87_382,
+    "invalid_utf8": b"\xff\xfe\\boxed{\xc3\x28}\xa0\xa1",
+    "empty": "",
+    "unbalanced_left": r"\boxed{\left( 1, 2}",
+    "factorial_100000": r"\boxed{100000!}",
+    "many_unclosed_boxes": "\\boxed{" * 50_000,
+    "nul_bytes": "\x00" * 1000 + "\\boxed{\x00}",
+    "lone_surrogate": "\ud800 \\boxed{\udfff}",
+    "answer_tag_megabyte": "<answer>" + "9" * 1_000_000 + "</answer>",
+}
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with ScoringPool(workers=1, spare=1) as p:
+        p.judge(r"\boxed{1}", "1", None, True, 30.0)  # wait for the first worker outside the timed calls
+        yield p
+
+
+def _timed(pool, response, label=LABEL):
+    start = time.monotonic()
+    batch = score_responses([response], [label], RewardConfig(timeout_s=LIMIT_S, workers=1), pool=pool)
+    return batch.results[0], time.monotonic() - start
+
+
+def test_adversarial_corpus(pool):
+    before = pool.counters.snapshot()
+    results = {}
+    for name, response in {**HANGS, **QUICK}.items():
+        result, elapsed = _timed(pool, response)
+        assert elapsed < LIMIT_S + SLACK_S, f"{name} took {elapsed:.2f}s"
+        assert result.reward == 0.0 and not result.correct, name
+        results[name] = result
+    for name in HANGS:
+        assert results[name].timed_out, name
+        assert results[name].error == "timeout"
+    for name in QUICK:
+        assert not results[name].timed_out, name
+    assert results["nested_braces_10k"].error == "answer_too_long"
+    assert results["answer_tag_megabyte"].error == "answer_too_long"
+    after = pool.counters.snapshot()
+    assert after["timeouts"] - before["timeouts"] == len(HANGS)
+    assert after["restarts"] - before["restarts"] == len(HANGS)
+    assert after["calls"] - before["calls"] == len(HANGS) + len(QUICK)
+    # Healthy afterwards: right answers still score 1, and all processes are there.
+    result, _ = _timed(pool, r"so \boxed{5}")
+    assert result.reward == 1.0
+    assert len(pool.worker_pids()) == 2
+
+
+def test_answer_after_a_megabyte_of_text_is_found(pool):
+    result, elapsed = _timed(pool, "x" * 1_000_000 + r" so \boxed{5}")
+    assert result.correct and elapsed < LIMIT_S + SLACK_S
+
+
+def test_scoring_from_a_non_main_thread_still_kills_hangs(pool):
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(r=_timed(pool, HANGS["power_tower"])))
+    thread.start()
+    thread.join(LIMIT_S + 10)
+    result, elapsed = out["r"]
+    assert result.timed_out and elapsed < LIMIT_S + SLACK_S
+
+
+def test_dead_idle_workers_are_replaced(pool):
+    for pid in pool.worker_pids():
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    result, _ = _timed(pool, r"\boxed{5}")
+    assert result.correct
+    assert len(pool.worker_pids()) == 2
+
+
+_LATEX_BITS = st.sampled_from(
+    ["\\boxed{", "}", "{", "\\frac{", "^{", "\\left(", "\\right)", "<answer>", "</answer>", "####", "\\sqrt{",
+     "9", "10", "!", "\\", "$", " ", "\n", "x", "=", "\\infty", "\\sum_{k=1}^{", "e^{", "-", ".", ","]
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.text(max_size=300), st.lists(_LATEX_BITS, max_size=60).map("".join)))
+def test_generated_strings_return_in_time(pool, text):
+    before = pool.counters.snapshot()["timeouts"]
+    result, elapsed = _timed(pool, text)
+    assert elapsed < LIMIT_S + SLACK_S
+    assert result.reward in (0.0, 1.0)
+    assert pool.counters.snapshot()["timeouts"] - before == int(result.timed_out)

@@ -1,0 +1,225 @@
+"""Pure pieces of the math reward: extraction, format check, labels, config, reward values, statistics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from openrlhf_ext.rewards import (
+    Extraction,
+    RewardConfig,
+    extract_answer,
+    percentile,
+    response_from_query,
+    reward_value,
+    summarize,
+    unsigned_reward_warning,
+)
+from openrlhf_ext.rewards.extract import is_well_formatted, last_boxed, last_number, matching_braces
+from openrlhf_ext.rewards.labels import decode_puzzle_label, encode_puzzle_label, normalize_label
+
+# ---------------------------------------------------------------- extraction
+
+
+@pytest.mark.parametrize(
+    "text, answer, method",
+    [
+        (r"so $\boxed{\frac{1}{2}}$.", r"\frac{1}{2}", "boxed"),
+        (r"first \boxed{3}, then \boxed{4}", "4", "boxed"),
+        (r"\boxed{\left\{1, 2\right\}}", r"\left\{1, 2\right\}", "boxed"),  # escaped braces stay literal
+        (r"\boxed{a^{b^{c}}} and an unclosed \boxed{7", "a^{b^{c}}", "boxed"),  # truncated last box skipped
+        (r"\boxed{} \fbox{12}", "12", "boxed"),
+        (r"\boxed {5}", "5", "boxed"),
+        ("<think>x</think> <answer> 42 </answer>", "42", "answer_tag"),
+        (r"<answer>The result is \boxed{9}.</answer> \boxed{8}", "9", "answer_tag"),  # tag wins over a later box
+        ("Total: 3 + 4 = 7 apples.\n#### 1,250", "1250", "gsm8k"),
+        ("#### $35", "35", "gsm8k"),
+        ("I think it is 12, no wait, 13.", "13", "fallback"),
+        ("the answer is -3/4", "-3/4", "fallback"),
+        ("no digits at all", None, "none"),
+        ("", None, "none"),
+    ],
+)
+def test_extract_answer(text, answer, method):
+    assert extract_answer(text) == Extraction(answer, method)
+
+
+def test_fallback_can_be_switched_off():
+    assert extract_answer("it is 12", fallback=False).method == "none"
+
+
+def test_matching_braces_ignores_escaped_and_unmatched():
+    text = r"{a\{b}}{"
+    # index 0 opens, index 5 closes it; the second '}' (6) has no opener; the last '{' is never closed
+    assert matching_braces(text) == {0: 5}
+
+
+def test_extraction_is_linear_on_pathological_text():
+    many_unclosed = "\\boxed{" * 200_000
+    assert last_boxed(many_unclosed) is None
+    deep = "\\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}"
+    assert last_boxed(deep) == "{" * 10_000 + "1" + "}" * 10_000
+    assert last_number("9" * 1_000_000) == "9" * 1_000_000
+
+
+@pytest.mark.parametrize(
+    "response, template, ok",
+    [
+        ("reasoning</think> <answer>5</answer>", "r1", True),
+        ("reasoning</think>\n<answer>5</answer><|im_end|>", "r1", True),
+        ("reasoning</think> <answer>5</answer> and more text", "r1", False),
+        ("reasoning <answer>5</answer>", "r1", False),  # think block never closed
+        (r"reasoning</think> \boxed{5}", "r1", False),
+        (r"so \boxed{5}", "qwen_math", True),
+        ("<answer>5</answer>", "qwen_math", False),
+        ("#### 5", "none", True),
+        ("it is 5", "none", False),  # fallback is never well formatted
+        (r"\boxed{5}", None, True),
+    ],
+)
+def test_format_check(response, template, ok):
+    assert is_well_formatted(response, extract_answer(response), template) is ok
+
+
+def test_format_check_rejects_unknown_template():
+    with pytest.raises(ValueError, match="unknown template"):
+        is_well_formatted("x", extract_answer("x"), "llama")
+
+
+@pytest.mark.parametrize(
+    "query, prompt, response",
+    [
+        ("Q: 1+1? A: 2", "Q: 1+1? A:", " 2"),
+        ("<s>Q: 1+1? A: 2</s>", "Q: 1+1? A:", " 2</s>"),  # a BOS the decode added before the prompt
+        ("totally different", "Q: 1+1? A:", "totally different"),
+        ("abc", "", "abc"),
+    ],
+)
+def test_response_from_query(query, prompt, response):
+    assert response_from_query(query, prompt) == response
+
+
+def test_prompt_boxed_placeholder_is_not_taken_as_answer():
+    prompt = "<|im_start|>system\nput your final answer within \\boxed{}.<|im_end|>\n<|im_start|>assistant\n"
+    response = response_from_query(prompt + "I do not know.", prompt)
+    assert extract_answer(response, fallback=False).method == "none"
+
+
+# ---------------------------------------------------------------- labels
+
+
+@pytest.mark.parametrize(
+    "label, text",
+    [
+        ("30,000", "30000"),
+        (42, "42"),
+        ("$\\frac{1}{2}$", "\\frac{1}{2}"),
+        ("['$2n$']", "2n"),
+        ("['11,13']", "11,13"),
+        ("['1', '2']", "1, 2"),
+        ("[1, 2", "[1, 2"),  # not a literal: kept as is
+    ],
+)
+def test_normalize_label(label, text):
+    assert normalize_label(label) == text
+
+
+def test_puzzle_label_roundtrip():
+    entry = {"question": "q", "answer": "a", "metadata": {"source_dataset": "knights_knaves"}}
+    label = encode_puzzle_label(entry)
+    assert label.startswith("rg:")
+    assert decode_puzzle_label(label) == entry
+    assert decode_puzzle_label("42") is None
+    with pytest.raises(ValueError, match="source_dataset"):
+        encode_puzzle_label({"question": "q", "answer": "a"})
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_config_env_roundtrip():
+    config = RewardConfig(signed=True, format_coef=0.25, timeout_s=3.5, template="r1", workers=3, fallback=False)
+    env = config.to_env()
+    assert env["OPENRLHF_EXT_REWARD_SIGNED"] == "1"
+    assert env["OPENRLHF_EXT_REWARD_FORMAT_COEF"] == "0.25"
+    assert env["OPENRLHF_EXT_REWARD_TEMPLATE"] == "r1"
+    assert RewardConfig.from_env(env) == config
+    assert RewardConfig.from_env({}) == RewardConfig()
+    assert RewardConfig.from_env(RewardConfig().to_env()) == RewardConfig()
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"OPENRLHF_EXT_REWARD_SIGNED": "maybe"}, "OPENRLHF_EXT_REWARD_SIGNED"),
+        ({"OPENRLHF_EXT_REWARD_FORMAT_COEF": "1.5"}, "format_coef"),
+        ({"OPENRLHF_EXT_REWARD_TIMEOUT": "0"}, "timeout_s"),
+        ({"OPENRLHF_EXT_REWARD_TEMPLATE": "llama"}, "template"),
+        ({"OPENRLHF_EXT_REWARD_WORKERS": "two"}, "OPENRLHF_EXT_REWARD_WORKERS"),
+    ],
+)
+def test_config_rejects_bad_env(env, message):
+    with pytest.raises(ValueError, match=message):
+        RewardConfig.from_env(env)
+
+
+def test_unsigned_warning_only_where_negatives_carry_no_gradient(caplog):
+    # Reinforce-Rej (no baseline, no std): 0/1 rewards leave wrong answers without gradient.
+    assert "signed" in unsigned_reward_warning("none", "none", positive_only=False, signed=False)
+    assert unsigned_reward_warning("none", "none", positive_only=False, signed=True) is None
+    assert unsigned_reward_warning("none", "none", positive_only=True, signed=False) is None  # RAFT
+    assert unsigned_reward_warning("group_mean", "group", positive_only=False, signed=False) is None  # GRPO
+    assert unsigned_reward_warning("none", "whiten", positive_only=False, signed=False) is None  # REINFORCE++
+    assert unsigned_reward_warning("none", "group", positive_only=False, signed=False) is not None  # rej_std
+
+
+# ---------------------------------------------------------------- rewards and statistics
+
+
+@pytest.mark.parametrize(
+    "correct, format_ok, signed, coef, value",
+    [
+        (True, True, False, 0.0, 1.0),
+        (False, True, False, 0.0, 0.0),
+        (True, True, True, 0.0, 1.0),
+        (False, True, True, 0.0, -1.0),
+        (True, False, False, 0.25, 0.75),
+        (False, False, False, 0.25, -0.25),
+        (False, False, True, 0.25, -1.25),
+        (True, False, True, 0.25, 0.75),
+    ],
+)
+def test_reward_value(correct, format_ok, signed, coef, value):
+    assert reward_value(correct, format_ok, signed, coef) == value
+
+
+def test_percentile_interpolates_like_numpy():
+    values = [4.0, 1.0, 3.0, 2.0]  # sorted 1, 2, 3, 4
+    assert percentile(values, 50) == 2.5
+    assert percentile(values, 99) == pytest.approx(3.97)  # 3 + 0.97 * (4 - 3)
+    assert percentile(values, 0) == 1.0
+    assert percentile([7.0], 99) == 7.0
+    assert math.isnan(percentile([], 50))
+
+
+def test_summarize():
+    stats = summarize(
+        rewards=[1.0, 0.0, -0.25, 1.0],
+        correct=[True, False, False, True],
+        format_errors=[False, False, True, False],
+        timed_out=[False, False, True, False],
+        errors=[False, True, False, False],
+        latencies_s=[0.1, 0.2, 2.0, 0.3],
+    )
+    assert stats.n == 4
+    assert stats.reward_mean == pytest.approx(0.4375)  # 1.75 / 4
+    assert stats.accuracy == 0.5
+    assert stats.format_error_rate == 0.25
+    assert stats.timeout_count == 1
+    assert stats.error_count == 1
+    assert stats.latency_p50_s == pytest.approx(0.25)  # sorted .1 .2 .3 2.0 -> (.2 + .3) / 2
+    assert stats.latency_p99_s == pytest.approx(1.949)  # .3 + .97 * (2.0 - .3)
+    assert stats.as_log_dict()["reward/timeout_count"] == 1.0
+    with pytest.raises(ValueError):
+        summarize([1.0], [True], [], [False], [False], [0.1])
