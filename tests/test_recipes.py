@@ -231,3 +231,20 @@ def test_print_config_through_python_dash_m():
     config = parse_config(proc.stdout)
     assert config["algo"]["advantage"]["estimator"] == "gae"
     assert config["critic"]["model_name_or_path"] == "Qwen/Qwen2.5-Math-7B"
+
+
+def test_gpu_benchmark_flags_parse_under_stock_and_ours(tmp_path):
+    """benchmarks/gpu_step_time.py feeds one flag list to both CLIs; keep it valid for both."""
+    import importlib.util
+
+    from openrlhf_ext.cli.args import stock_parser
+
+    spec = importlib.util.spec_from_file_location("gpu_step_time", REPO / "benchmarks" / "gpu_step_time.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    flags = bench.common_flags(bench.parse_args([]), "/models/m", tmp_path / "p.jsonl", tmp_path, tmp_path / "tb", "x")
+    stock = stock_parser().parse_args([*flags, "--algo.advantage.estimator", "group_norm"])
+    assert getattr(stock, "reward.remote_url") == str(REPO / "benchmarks" / "gpu_step_time.py")
+    config = resolve([*flags, "--algo.advantage.estimator", "reinforce_rej"])
+    assert config["ext"]["filter"] == "both"
+    assert config["vllm"]["num_engines"] == config["actor"]["num_gpus_per_node"] == 1
