@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared plumbing of the recipes in examples/scripts/ (sourced, not run). See docs/cluster.md.
 #
 # A recipe defines RUN_NAME and an array of the paper's flags, then calls

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Setting shared by the Qwen2.5-Math-7B runs of seed 000 ("A Minimalist Approach to LLM Reasoning:
 # from Rejection Sampling to Reinforce", Xiong et al. 2025, §3 and Table 1), sourced by
 # train_raft.sh, train_raft_pp.sh, train_reinforce.sh, train_reinforce_rej.sh, train_grpo.sh, train_ppo.sh.
@@ -16,18 +17,20 @@
 # OlympiadBench; the base model scores 41.3 / 11.0 / 18.6, average 23.6.
 #
 # Data: PROMPT_DATA is any HF dataset name or local path (jsonl / parquet / save_to_disk folder)
-# with the question in INPUT_KEY and a reference in LABEL_KEY. NuminaMath-CoT has no separate
-# answer column: the reference is the worked solution, whose final \boxed{} answer is what the
-# math reward compares against.
+# with the question in INPUT_KEY and the short reference answer in LABEL_KEY (the math reward
+# compares the response's final answer with it). NuminaMath-CoT has no answer column: the default
+# path is the copy with the last \boxed{} of each solution extracted into "answer", made once as in
+# docs/cluster.md ("Data"), as the authors' preprocessing did.
 
 MODEL=${MODEL:-Qwen/Qwen2.5-Math-7B}
-PROMPT_DATA=${PROMPT_DATA:-AI-MO/NuminaMath-CoT}
+PROMPT_DATA=${PROMPT_DATA:-/workspace/data/numina_math_cot}
 INPUT_KEY=${INPUT_KEY:-problem}
-LABEL_KEY=${LABEL_KEY:-solution}
+LABEL_KEY=${LABEL_KEY:-answer}
 
 # n = 4 unless the recipe says otherwise (PPO samples one response per prompt).
 MINIMAL_RL_N=${MINIMAL_RL_N:-4}
 
+# shellcheck disable=SC2034  # used by the recipe that sources this file
 MINIMAL_RL_ARGS=(
     --actor.model_name_or_path "$MODEL"
     --data.prompt_dataset "$PROMPT_DATA"

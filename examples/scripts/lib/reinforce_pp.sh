@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Setting of seed 001's "RL from scratch" experiment (REINFORCE++, Hu et al. 2025, §4.2.3), sourced
 # by train_reinforce_pp.sh and train_reinforce_pp_baseline.sh.
 #
@@ -17,6 +18,7 @@ PROMPT_DATA=${PROMPT_DATA:-/workspace/data/math_lvl3to5_8k}
 INPUT_KEY=${INPUT_KEY:-problem}
 LABEL_KEY=${LABEL_KEY:-answer}
 
+# shellcheck disable=SC2034  # used by the recipe that sources this file
 REINFORCE_PP_ARGS=(
     --actor.model_name_or_path "$MODEL"
     --data.prompt_dataset "$PROMPT_DATA"
