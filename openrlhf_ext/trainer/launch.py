@@ -15,9 +15,13 @@ WORKER_SETUP_HOOK = "openrlhf_ext.trainer.worker_setup.setup_worker"
 
 
 def ray_runtime_env(extra_env: dict[str, str]) -> dict:
-    """The runtime env of our Ray workers: stock env vars, ours, and the worker setup hook."""
-    env = {key: os.environ.get(key, default) for key, default in STOCK_WORKER_ENV.items()}
-    env.update(extra_env)
+    """The runtime env of our Ray workers: stock env vars, ours, and the worker setup hook.
+
+    Variables already in this process's environment are left out: under ``ray job submit`` they
+    come from the job's own runtime env, which Ray refuses to merge with a second value.
+    """
+    env = {key: default for key, default in STOCK_WORKER_ENV.items() if key not in os.environ}
+    env.update({key: value for key, value in extra_env.items() if os.environ.get(key) != value})
     return {"env_vars": env, "worker_process_setup_hook": WORKER_SETUP_HOOK}
 
 
