@@ -164,10 +164,12 @@ def test_compute_token_advantages_matches_sample_level_without_kl():
     lengths = torch.randint(1, length + 1, (num_prompts * n,), generator=gen)
     masks = torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1)
     rewards = torch.randint(0, 2, (num_prompts * n,), generator=gen).float()
-    for name in ("reinforce", "reinforce_baseline", "lite_ppo", "reinforce_rej", "raft", "rloo"):
-        sample_adv, _ = compute_sample_advantages(rewards.view(num_prompts, n), name, lengths.view(num_prompts, n))
-        out = compute_token_advantages([rewards], [masks], [list(range(num_prompts * n))], n, name)
-        torch.testing.assert_close(out.advantages[0], sample_adv.view(-1, 1) * masks, msg=name)
+    configs = ["reinforce", "reinforce_baseline", "lite_ppo", "reinforce_rej", "raft", "rloo"]
+    configs.append(AdvantageConfig(baseline="group_mean", std_scale="whiten", stats="sample"))
+    for config in configs:
+        sample_adv, _ = compute_sample_advantages(rewards.view(num_prompts, n), config, lengths.view(num_prompts, n))
+        out = compute_token_advantages([rewards], [masks], [list(range(num_prompts * n))], n, config)
+        torch.testing.assert_close(out.advantages[0], sample_adv.view(-1, 1) * masks, msg=str(config))
 
 
 def test_compute_token_advantages_rejects_bad_layout():
