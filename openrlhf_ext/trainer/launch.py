@@ -1,8 +1,9 @@
-"""Start a training run: resolve the embedded defaults, start Ray, run OpenRLHF's driver with our classes."""
+"""Start a training run: resolve the inputs, start Ray, run OpenRLHF's driver with our classes."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 # Set in every Ray worker by OpenRLHF's own ray.init too; kept with the user's values if set.
@@ -11,7 +12,9 @@ STOCK_WORKER_ENV = {
     "NCCL_DEBUG": "WARN",
     "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
 }
-WORKER_SETUP_HOOK = "openrlhf_ext.trainer.worker_setup.setup_worker"
+# First thing every Ray worker runs: installs the GPU-module stand-ins and, without CUDA, the CPU
+# platform patches (a no-op on GPU machines).
+WORKER_SETUP_HOOK = "openrlhf_ext.trainer.cpu.apply_worker_patches"
 
 
 def ray_runtime_env(extra_env: dict[str, str]) -> dict:
@@ -27,11 +30,38 @@ def ray_runtime_env(extra_env: dict[str, str]) -> dict:
 
 def launch(args: SimpleNamespace) -> None:
     import ray
+    import torch
     from openrlhf.cli.train_ppo_ray import train as stock_train
 
     from openrlhf_ext.trainer.injection import injected
+    from openrlhf_ext.trainer.inputs import prepare_inputs
 
+    worker_env = prepare_inputs(args)
+    os.environ.update(worker_env)  # the driver-side reward calls (evaluation) read them too
+    if not torch.cuda.is_available():
+        from openrlhf_ext.trainer.cpu import install_driver_patches
+        from openrlhf_ext.trainer.cpu.worker import cpu_worker_env
+
+        install_driver_patches()
+        worker_env.update(cpu_worker_env())
     if not ray.is_initialized():
-        ray.init(runtime_env=ray_runtime_env({}))
+        ray.init(runtime_env=ray_runtime_env(worker_env))
     with injected():
         stock_train(args)
+    write_report(args.ckpt.output_dir)
+
+
+def write_report(output_dir: str) -> None:
+    """Curves PNG and summary table of the run in ``output_dir`` (from its metrics.jsonl)."""
+    from openrlhf_ext.eval.curves import load_metrics, plot_runs, summary_table
+    from openrlhf_ext.trainer.ppo_trainer import METRICS_FILE
+
+    metrics = Path(output_dir) / METRICS_FILE
+    if not metrics.exists():
+        print(f"[openrlhf_ext] no {metrics}: nothing to report")
+        return
+    records = load_metrics(metrics)
+    png = plot_runs({Path(output_dir).name: records}, Path(output_dir) / "curves.png")
+    table = summary_table(records)
+    (Path(output_dir) / "summary.md").write_text(table + "\n")
+    print(f"\n{table}\n\ncurves: {png}\nmetrics: {metrics}", flush=True)

@@ -1,0 +1,93 @@
+"""Resolve what a run reads before Ray starts: the model folder, the prompt files, the reward settings.
+
+The CLI leaves placeholders (``embedded:...``) so that parsing and ``--print_config`` stay instant;
+here they become real paths, in the driver, once:
+
+* ``embedded:SmolLM2-135M-Instruct`` -> the converted, cached model folder;
+* ``embedded:arithmetic`` -> generated problems (``--ext.difficulty``, ``--ext.num_prompts``,
+  seeded by ``--train.seed``) written as a prompt file;
+* with ``--ext.template``, a user's prompt / eval files are re-written with the template applied
+  (problem and answer keys from ``--data.input_key`` / ``--data.label_key``);
+* the math reward reads its settings from ``OPENRLHF_EXT_REWARD_*`` variables (it is loaded by
+  path inside Ray actors), derived from the ``--ext.*`` reward flags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from openrlhf_ext.cli.args import EMBEDDED_MODEL, EMBEDDED_PROMPTS
+from openrlhf_ext.data import INPUT_KEY, LABEL_KEY, build_prompt_file
+from openrlhf_ext.rewards import RewardConfig, unsigned_reward_warning
+
+
+def _log(message: str) -> None:
+    print(f"[openrlhf_ext] {message}", flush=True)
+
+
+def resolve_model(args: SimpleNamespace) -> None:
+    if args.actor.model_name_or_path != EMBEDDED_MODEL:
+        return
+    from openrlhf_ext.models.embedded import ensure_embedded_model
+
+    path = ensure_embedded_model()
+    args.actor.model_name_or_path = path
+    if args.critic.model_name_or_path == EMBEDDED_MODEL:
+        args.critic.model_name_or_path = path
+
+
+def _templated_file(source: str, out: Path, args: SimpleNamespace, problem_key: str, answer_key: str,
+                    limit: int | None = None) -> str:
+    tokenizer = None
+    if args.ext.template == "chat":
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.actor.model_name_or_path)
+    path = build_prompt_file(source, out, args.ext.template, tokenizer, problem_key=problem_key,
+                             answer_key=answer_key, limit=limit, seed=args.train.seed)
+    _log(f"prompts ({args.ext.template} template) from {source}: {path}")
+    return str(path)
+
+
+def _problem_answer_keys(data: SimpleNamespace) -> tuple[str, str]:
+    """The user's keys; OpenRLHF's defaults (``input`` / none) mean our files' ``problem`` / ``answer``."""
+    if data.input_key == "input" and data.label_key is None:
+        return "problem", "answer"
+    return data.input_key, data.label_key or "answer"
+
+
+def resolve_prompts(args: SimpleNamespace) -> None:
+    run_dir = Path(args.ckpt.output_dir)
+    data = args.data
+    problem_key, answer_key = _problem_answer_keys(data)
+    if data.prompt_dataset == EMBEDDED_PROMPTS:
+        source = f"synthetic:{args.ext.difficulty}:{args.ext.num_prompts}"
+        data.prompt_dataset = _templated_file(source, run_dir / "prompts.jsonl", args, "problem", "answer")
+    elif args.ext.template:
+        data.prompt_dataset = _templated_file(data.prompt_dataset, run_dir / "prompts.jsonl", args,
+                                              problem_key, answer_key, limit=data.max_samples)
+    else:
+        return
+    if args.eval.dataset:
+        args.eval.dataset = _templated_file(args.eval.dataset, run_dir / "eval_prompts.jsonl", args,
+                                            problem_key, answer_key)
+    # The files now hold finished prompts under our keys: no second template from OpenRLHF.
+    data.input_key, data.label_key = INPUT_KEY, LABEL_KEY
+    data.apply_chat_template, data.input_template = False, None
+
+
+def reward_env(args: SimpleNamespace) -> dict[str, str]:
+    config = RewardConfig(signed=args.ext.signed_reward, format_coef=args.ext.format_reward_coef,
+                          timeout_s=args.ext.reward_timeout, template=args.ext.template)
+    if getattr(args.ext, "baseline", None) is not None:  # gae has no grid switches
+        unsigned_reward_warning(args.ext.baseline, args.ext.std_scale, args.ext.positive_only, config.signed)  # logs
+    return config.to_env()
+
+
+def prepare_inputs(args: SimpleNamespace) -> dict[str, str]:
+    """Resolve model and prompts in place; return the environment the Ray workers need."""
+    Path(args.ckpt.output_dir).mkdir(parents=True, exist_ok=True)
+    resolve_model(args)
+    resolve_prompts(args)
+    return reward_env(args)
