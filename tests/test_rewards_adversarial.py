@@ -13,30 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from openrlhf_ext.rewards import RewardConfig, ScoringPool, score_responses
+from openrlhf_ext.rewards.corpus import HANGING_OUTPUTS as HANGS
+from openrlhf_ext.rewards.corpus import QUICK_BAD_OUTPUTS as QUICK
 
 LIMIT_S = 2.0
 SLACK_S = 1.0
 LABEL = "5"
-
-# Inputs measured to run for more than 10 s in math-verify without a limit (they must be killed).
-HANGS = {
-    "power_tower": r"Clearly the answer is $\boxed{10^{10^{10^{10}}}}$.",
-    "huge_factorial": r"\boxed{(10^{10})!}",
-    "long_simplification": r"\boxed{\sin(x)^{200}+\cos(x)^{200}-\frac{(x+1)^{50}}{(x-1)^{50}}}",
-}
-# Inputs that must be judged wrong quickly, by the guards or by math-verify itself.
-QUICK = {
-    "nested_braces_10k": "\\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}",
-    "one_megabyte": "lorem ipsum " * 87_382,
-    "invalid_utf8": b"\xff\xfe\\boxed{\xc3\x28}\xa0\xa1",
-    "empty": "",
-    "unbalanced_left": r"\boxed{\left( 1, 2}",
-    "factorial_100000": r"\boxed{100000!}",
-    "many_unclosed_boxes": "\\boxed{" * 50_000,
-    "nul_bytes": "\x00" * 1000 + "\\boxed{\x00}",
-    "lone_surrogate": "\ud800 \\boxed{\udfff}",
-    "answer_tag_megabyte": "<answer>" + "9" * 1_000_000 + "</answer>",
-}
 
 
 @pytest.fixture(scope="module")

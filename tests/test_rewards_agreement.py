@@ -5,39 +5,21 @@ as training does."""
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
 from openrlhf_ext.rewards import RewardConfig, ScoringPool, score_responses
+from openrlhf_ext.rewards.corpus import perturb_answer, reference_response
 
 # Generous: the limit is not what this test is about, and a loaded CI machine must not time out.
 CONFIG = RewardConfig(timeout_s=20.0, workers=2)
 GSM8K_ROWS = 300
 
 
-def _forms(answer: str) -> dict[str, str]:
-    return {
-        "boxed": f"Let me work this out step by step.\nAfter simplifying we get it.\nSo the answer is $\\boxed{{{answer}}}$.",
-        "answer_tag": f"We compute carefully and check the work.</think> <answer>{answer}</answer>",
-        "gsm8k": f"Adding everything up gives the total.\n#### {answer}",
-    }
-
-
-def _perturb(answer: str) -> str:
-    """Change the first digit (main value, not a base subscript or a unit exponent); else append +1."""
-    match = re.search(r"\d", answer)
-    if match is None:
-        return answer + "+1"
-    digit = int(match.group())
-    new = str(digit + 1) if digit < 9 else "8"
-    return answer[: match.start()] + new + answer[match.end() :]
-
-
 def test_perturb_changes_the_value():
-    assert _perturb("52_8") == "62_8"
-    assert _perturb("\\frac{9}{2}") == "\\frac{8}{2}"
-    assert _perturb("p - q") == "p - q+1"
+    assert perturb_answer("52_8") == "62_8"
+    assert perturb_answer("\\frac{9}{2}") == "\\frac{8}{2}"
+    assert perturb_answer("p - q") == "p - q+1"
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +47,7 @@ def test_reference_answers_score_one_and_perturbed_zero(shared_math_dir, pool, n
     for row in rows:
         answer = row["answer"]
         for form in forms:
-            responses += [_forms(answer)[form], _forms(_perturb(answer))[form]]
+            responses += [reference_response(answer, form), reference_response(perturb_answer(answer), form)]
             labels += [answer, answer]
             expected += [1.0, 0.0]
             what += [(form, answer, "reference"), (form, answer, "perturbed")]

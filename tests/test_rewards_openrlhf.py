@@ -150,5 +150,7 @@ def test_server_protocol_crash_recovery_and_sigterm(server):
     pids = _get_json(base + "/health")["workers"]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
-    for pid in pids:
-        assert not Path(f"/proc/{pid}").exists(), f"worker {pid} outlived the server"
+    deadline = time.monotonic() + 5.0
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()], "workers outlived the server"

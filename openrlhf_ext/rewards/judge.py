@@ -1,10 +1,9 @@
 """In-process judgement of one response against its label: extraction, guards, math-verify (SPEC §4).
 
 This is what a scoring worker process runs. It has no time limit of its own: math-verify's timeouts
-rely on SIGALRM and are disabled here (they only work on a main thread, and cannot interrupt sympy
-while it sits in C code, e.g. evaluating ``10^{10^{10^{10}}}``). The hard limit is enforced from
-outside by :mod:`openrlhf_ext.rewards.pool`, which kills the worker. Call :func:`judge` directly only
-on trusted inputs (tests, benchmarks' baseline).
+rely on SIGALRM and are disabled here (see :mod:`openrlhf_ext.rewards.pool` for why); without them
+``\\boxed{10^{10^{10^{10}}}}`` keeps math-verify busy for more than 10 s. The hard limit is enforced
+from outside by the pool, which kills the worker. Call :func:`judge` directly only on trusted inputs.
 
 Decision order for a math label:
 

@@ -1,18 +1,22 @@
 """A pool of scoring worker processes with a hard per-call deadline enforced by the parent (SPEC §4).
 
 Why processes, and why the parent enforces the limit: math-verify's own timeouts use SIGALRM, which
-only works on the main thread (OpenRLHF calls a reward file from ``asyncio.to_thread`` inside a Ray
-actor, an HTTP server answers from threads) and which cannot interrupt sympy while it is inside one C
-call (``10^{10^{10^{10}}}`` never returns). Here the calling thread waits on the worker's pipe with a
-deadline; when it passes, the worker is SIGKILLed, the response is scored wrong, counted and logged
-with a short excerpt, and a fresh worker replaces it.
+only works on the main thread of the main interpreter (OpenRLHF calls a reward file from
+``asyncio.to_thread`` inside a Ray actor, an HTTP server answers from threads: math-verify then raises
+unless its timeouts are off, and without them ``\\boxed{10^{10^{10^{10}}}}`` runs for more than 10 s);
+and a Python signal handler only runs between bytecodes, so no in-process timer can stop one long
+C-level call. Here the calling thread waits on the worker's pipe with a deadline; when it passes, the
+worker is SIGKILLed, the response is scored wrong, counted and logged with a short excerpt, and a
+fresh worker replaces it.
 
 Design:
 
-* workers are plain subprocesses (``python -m openrlhf_ext.rewards.worker_main``), so nothing depends on
-  the parent's ``__main__``, start method or threads; they stay alive across calls;
+* workers are forked from a warm template process, itself a plain subprocess
+  (``python -m openrlhf_ext.rewards.worker_main``), so nothing depends on the parent's ``__main__``,
+  multiprocessing start method or threads, and a replacement costs milliseconds, not an interpreter
+  start with a math-verify import; workers stay alive across calls;
 * ``workers`` calls run at once (a semaphore); ``workers + spare`` processes are kept, so a killed
-  worker's slot is refilled by an already-started spare while its replacement boots (~0.5 s);
+  worker's slot is refilled at once;
 * the deadline covers only the time the request spends on a worker, never the wait for a free one;
 * a worker that dies mid-request (killed from outside, crashed) is replaced and the request is retried
   once on another worker; a second death scores it wrong with error ``crash``. A worker found dead
@@ -27,6 +31,8 @@ import logging
 import os
 import pickle
 import select
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -40,12 +46,14 @@ from typing import Any
 
 from openrlhf_ext.rewards._ipc import HEADER, encode_frame
 from openrlhf_ext.rewards.verdict import Verdict
+from openrlhf_ext.rewards.worker_main import PID, READY, SPAWN
 
 logger = logging.getLogger(__name__)
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _MAX_START_FAILURES = 3
 _MAX_DEAD_BEFORE_REQUEST = 8
+_EXIT_WAIT_MS = 2000
 _EXCERPT_CHARS = 60
 
 
@@ -99,34 +107,24 @@ def excerpt(text: str, chars: int = _EXCERPT_CHARS) -> str:
 
 
 class _Worker:
-    def __init__(self, memory_mb: int) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "openrlhf_ext.rewards.worker_main", "--memory-mb", str(memory_mb)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-            close_fds=True,
-            # Own session: a Ctrl-C meant for the trainer must not hit the workers mid-request.
-            start_new_session=True,
-        )
+    """Parent's handle on one forked worker: its pid and our ends of its two pipes."""
+
+    def __init__(self, pid: int, to_fd: int, from_fd: int) -> None:
+        self.pid = pid
+        self._to = os.fdopen(to_fd, "wb")
+        self._from_fd = from_fd
         self.ready = False
         self._poller = select.poll()  # poll, not select: Ray actors can hold fds above FD_SETSIZE
-        self._poller.register(self.proc.stdout.fileno(), select.POLLIN)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+        self._poller.register(from_fd, select.POLLIN)
+        self._killed = False
 
     def _read_exact(self, n: int, deadline: float) -> bytes:
-        fd = self.proc.stdout.fileno()
         buf = bytearray()
         while len(buf) < n:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._poller.poll(remaining * 1000.0):
                 raise _Deadline
-            chunk = os.read(fd, n - len(buf))
+            chunk = os.read(self._from_fd, n - len(buf))
             if not chunk:
                 raise _WorkerGone
             buf += chunk
@@ -142,17 +140,31 @@ class _Worker:
             self.ready = True
 
     def poll_ready(self) -> bool:
-        """Ready without waiting (reads the ready frame if it has arrived)."""
-        if self.proc.poll() is not None:
-            raise _WorkerGone
-        if not self.ready and self._poller.poll(0):
-            self.wait_ready(5.0)  # the frame is tiny and written at once: it is all there
+        """Ready without waiting; raises :class:`_WorkerGone` for a worker that has died.
+
+        An idle worker writes nothing, so any event on its pipe is either the ready frame (tiny,
+        written at once) or the hang-up of a dead process.
+        """
+        if self._poller.poll(0):
+            if self.ready:
+                raise _WorkerGone
+            self.wait_ready(5.0)
         return self.ready
+
+    def _hung_up(self, timeout_ms: float) -> bool:
+        # A poll object of its own: another thread may be waiting on ``_poller`` for a reply. The
+        # hang-up comes when the process has exited (its pipe ends close with it).
+        probe = select.poll()
+        probe.register(self._from_fd, 0)  # hang-up and error are always reported
+        return bool(probe.poll(timeout_ms))
+
+    def alive(self) -> bool:
+        return not self._killed and not self._hung_up(0)
 
     def send(self, payload: dict) -> None:
         try:
-            self.proc.stdin.write(encode_frame(payload))
-            self.proc.stdin.flush()
+            self._to.write(encode_frame(payload))
+            self._to.flush()
         except (BrokenPipeError, OSError) as exc:
             raise _WorkerGone from exc
 
@@ -160,13 +172,82 @@ class _Worker:
         return self._read_frame(deadline)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        for stream in (self.proc.stdin, self.proc.stdout):
+        """SIGKILL the worker (unless its pipe already says it is gone) and close our pipe ends."""
+        if self.alive():
             try:
-                stream.close()
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._hung_up(_EXIT_WAIT_MS)  # so that a closed pool leaves no worker behind
+        self._killed = True
+        for close in (self._to.close, lambda: os.close(self._from_fd)):
+            try:
+                close()
             except OSError:
                 pass
+
+
+class _Zygote:
+    """The warm template process that forks workers (see :mod:`openrlhf_ext.rewards.worker_main`)."""
+
+    def __init__(self, memory_mb: int) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        command = [sys.executable, "-m", "openrlhf_ext.rewards.worker_main"]
+        command += ["--control-fd", str(theirs.fileno()), "--memory-mb", str(memory_mb)]
+        self.proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            pass_fds=(theirs.fileno(),),
+            # Own session: a Ctrl-C meant for the trainer must not hit the workers mid-request.
+            start_new_session=True,
+        )
+        theirs.close()
+        self._sock = ours
+        self._ready = False
+        self._lock = threading.Lock()
+
+    def _recv_exact(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = self._sock.recv(n - len(buf))
+            if not chunk:
+                raise _WorkerGone
+            buf += chunk
+        return buf
+
+    def spawn(self, start_timeout_s: float) -> _Worker:
+        """Fork a new worker; the first call waits (up to ``start_timeout_s``) for the zygote to warm up."""
+        with self._lock:
+            try:
+                self._sock.settimeout(start_timeout_s)
+                if not self._ready:
+                    if self._recv_exact(len(READY)) != READY:
+                        raise _WorkerGone
+                    self._ready = True
+            except OSError as exc:  # socket.timeout is an OSError
+                raise _WorkerGone from exc
+            to_child_r, to_child_w = os.pipe()
+            from_child_r, from_child_w = os.pipe()
+            try:
+                socket.send_fds(self._sock, [SPAWN], [to_child_r, from_child_w])
+                (pid,) = PID.unpack(self._recv_exact(PID.size))
+            except (OSError, _WorkerGone) as exc:
+                os.close(to_child_w)
+                os.close(from_child_r)
+                raise _WorkerGone from exc
+            finally:
+                # The worker holds the only other copies: its death is then an EOF on our end.
+                os.close(to_child_r)
+                os.close(from_child_w)
+        return _Worker(pid, to_child_w, from_child_r)
+
+    def close(self) -> None:
+        self._sock.close()  # the zygote sees EOF and exits
+        if self.proc.poll() is None:
+            self.proc.kill()
         self.proc.wait()
 
 
@@ -192,22 +273,50 @@ class ScoringPool:
         self._closed = False
         self._start_failures = 0
         self._all: set[_Worker] = set()
+        self._zygote = _Zygote(memory_mb)
         self._idle: deque[_Worker] = deque(self._spawn() for _ in range(workers + spare))
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reward-pool")
 
     # -- worker lifecycle -------------------------------------------------------------------------
     def _spawn(self) -> _Worker:
-        worker = _Worker(self.memory_mb)
-        self._all.add(worker)
-        return worker
+        """Fork a worker from the zygote; a dead zygote is replaced once, then the failure is raised."""
+        for attempt in range(2):
+            zygote = self._zygote
+            try:
+                worker = zygote.spawn(self.start_timeout_s)
+            except _WorkerGone:
+                if attempt == 1:
+                    raise WorkerStartError(
+                        f"the scoring worker template process did not start within {self.start_timeout_s}s "
+                        "(see its stderr above)"
+                    ) from None
+                with self._lock:
+                    if self._closed:
+                        raise RuntimeError("ScoringPool is closed") from None
+                    if self._zygote is zygote:
+                        zygote.close()
+                        self._zygote = _Zygote(self.memory_mb)
+                continue
+            with self._lock:
+                self._all.add(worker)
+            return worker
+        raise AssertionError("unreachable")
 
-    def _discard(self, worker: _Worker, restart: bool = True) -> None:
+    def _discard(self, worker: _Worker) -> None:
+        """Kill ``worker`` and queue a fresh one in its place."""
         worker.kill()
         with self._lock:
             self._all.discard(worker)
-            if restart and not self._closed:
-                self._idle.append(self._spawn())
-                self.counters.add(restarts=1)
+            if self._closed:
+                return
+        replacement = self._spawn()
+        with self._lock:
+            if self._closed:
+                replacement.kill()
+                self._all.discard(replacement)
+                return
+            self._idle.append(replacement)
+        self.counters.add(restarts=1)
 
     def _checkout(self) -> _Worker:
         while True:
@@ -331,7 +440,7 @@ class ScoringPool:
     def worker_pids(self) -> list[int]:
         """Pids of all live worker processes (idle, busy and spare)."""
         with self._lock:
-            return [w.pid for w in self._all if w.proc.poll() is None]
+            return [w.pid for w in self._all if w.alive()]
 
     def close(self) -> None:
         """Kill every worker; later calls raise. Safe to call twice."""
@@ -345,6 +454,7 @@ class ScoringPool:
         self._executor.shutdown(wait=False, cancel_futures=True)
         for worker in workers:
             worker.kill()
+        self._zygote.close()
 
     def __enter__(self) -> ScoringPool:
         return self

@@ -1,10 +1,17 @@
-"""Scoring worker process: ``python -m openrlhf_ext.rewards.worker_main --memory-mb N``.
+"""Scoring worker processes, forked from a warm template ("zygote").
 
-Protocol on stdin/stdout (the pool in :mod:`openrlhf_ext.rewards.pool` is the only client): frames of
-:mod:`openrlhf_ext.rewards._ipc`. The worker first sends ``{"ready": pid}``, then answers
-each request ``{"response", "label", "template", "fallback", "cpu_s"}`` with the fields of a
-:class:`~openrlhf_ext.rewards.verdict.Verdict` (plus ``recycle`` after a ``MemoryError``). EOF on stdin
-ends the worker.
+``python -m openrlhf_ext.rewards.worker_main --control-fd FD --memory-mb N`` starts the zygote: it
+imports math-verify and parses once (~0.5 s of CPU), says ``ready`` on the control socket, then serves
+``spawn`` requests: each carries two pipe ends (SCM_RIGHTS); the zygote forks a worker that reads
+requests from the first and writes replies to the second, and answers with the worker's pid. Forking
+from a warm, single-threaded process makes a replacement worker cost a few milliseconds instead of a
+fresh interpreter, which matters because every killed call needs one. The zygote ends when the control
+socket closes (its pool closed or died) and lets the kernel reap its children (SIGCHLD ignored).
+
+Worker protocol (the pool in :mod:`openrlhf_ext.rewards.pool` is the only client), frames of
+:mod:`openrlhf_ext.rewards._ipc`: the worker first sends ``{"ready": pid}``, then answers each request
+``{"response", "label", "template", "fallback", "cpu_s"}`` with the fields of a
+:class:`~openrlhf_ext.rewards.verdict.Verdict` (plus ``recycle`` after a ``MemoryError``). EOF ends it.
 
 Guards that hold even if the parent dies while a computation is stuck in C code (where no Python
 thread or signal handler can run): an address-space limit (a runaway bignum raises ``MemoryError``
@@ -18,12 +25,18 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import signal
+import socket
+import struct
 import sys
-import time
 from dataclasses import asdict
 from typing import BinaryIO
 
 from openrlhf_ext.rewards._ipc import encode_frame, read_frame_blocking
+
+SPAWN = b"spawn"
+READY = b"ready"
+PID = struct.Struct(">q")
 
 
 def _limit_cpu(extra_seconds: float) -> None:
@@ -46,13 +59,10 @@ def _limit_memory(megabytes: int) -> None:
 
 
 def serve(proto_in: BinaryIO, proto_out: BinaryIO) -> None:
-    """Answer requests until EOF."""
+    """Worker loop: answer requests until EOF."""
     from openrlhf_ext.rewards.judge import judge
 
-    # The first parse builds math-verify's LaTeX grammar (~0.1 s): pay it before saying "ready" so
-    # the parent's per-call deadline never includes it.
-    judge("\\boxed{1}", "1")
-    proto_out.write(encode_frame({"ready": os.getpid(), "t": time.time()}))
+    proto_out.write(encode_frame({"ready": os.getpid()}))
     proto_out.flush()
     while True:
         request = read_frame_blocking(proto_in)
@@ -71,18 +81,53 @@ def serve(proto_in: BinaryIO, proto_out: BinaryIO) -> None:
         proto_out.flush()
 
 
+def _run_worker(control: socket.socket, in_fd: int, out_fd: int) -> None:
+    control.close()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    code = 0
+    try:
+        serve(os.fdopen(in_fd, "rb", buffering=0), os.fdopen(out_fd, "wb"))
+    except BrokenPipeError:
+        pass
+    except BaseException:  # noqa: BLE001 - a forked child must never return into the zygote's loop
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def zygote(control: socket.socket) -> None:
+    """Warm up, then fork one worker per ``spawn`` request until the control socket closes."""
+    from openrlhf_ext.rewards.judge import judge
+
+    # The first parse builds math-verify's LaTeX grammar: pay it once here, so that no worker's first
+    # call (and its deadline) includes it.
+    judge("\\boxed{\\frac{1}{2}}", "0.5")
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    control.sendall(READY)
+    while True:
+        message, fds, _, _ = socket.recv_fds(control, len(SPAWN), 2)
+        if message != SPAWN or len(fds) != 2:
+            return  # EOF (pool gone) or a broken peer
+        pid = os.fork()
+        if pid == 0:
+            _run_worker(control, fds[0], fds[1])
+        for fd in fds:
+            os.close(fd)
+        control.sendall(PID.pack(pid))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--memory-mb", type=int, default=4096)
     args = parser.parse_args(argv)
-    # Keep the protocol stream private: anything a library prints goes to stderr instead.
-    proto_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    # Anything a library prints goes to stderr, never into a pipe of the protocol.
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    proto_in = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
     _limit_memory(args.memory_mb)
+    control = socket.socket(fileno=args.control_fd)
     try:
-        serve(proto_in, proto_out)
-    except (BrokenPipeError, KeyboardInterrupt):
+        zygote(control)
+    except (BrokenPipeError, ConnectionResetError, KeyboardInterrupt):
         pass
 
 
