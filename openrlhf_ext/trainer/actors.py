@@ -1,17 +1,69 @@
-"""Our policy actor: OpenRLHF's ``PolicyModelActor`` with the extended policy loss."""
+"""Our policy actor: OpenRLHF's ``PolicyModelActor`` whose actor trainer is :class:`ExtActorPPOTrainer`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import ray
-from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
+import torch
+from openrlhf.trainer.ray import ppo_actor
+from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer, PolicyModelActor
 
 from openrlhf_ext.trainer.policy_loss import ExtPolicyLoss
+
+# Weight of the metrics of a micro-batch that holds masked rows only (no action token at all).
+_EMPTY_MICRO_BATCH_WEIGHT = 1e-6
+
+
+def _nonzero(value):
+    """A normaliser of 0 means every numerator is 0 too: use 1 so the loss is 0, not 0/0 = NaN."""
+    if isinstance(value, torch.Tensor):
+        return torch.where(value > 0, value, torch.ones_like(value))
+    return value if value else 1.0
+
+
+class ExtActorPPOTrainer(ActorPPOTrainer):
+    """OpenRLHF's actor trainer with :class:`ExtPolicyLoss` and room for masked rows.
+
+    Filtered samples reach training as rows whose action mask is all zero (see
+    :mod:`openrlhf_ext.trainer.experience_maker`). A micro-batch, or a whole optimizer-step window,
+    can then hold no action token. Stock code divides by those counts; here a zero count makes the
+    (zero) loss 0 and gives the micro-batch's logged metrics a vanishing weight.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.actor_loss_fn = ExtPolicyLoss.from_args(self.args)
+
+    def training_step(self, experience, kl_ctl: float, step: int, loss_batch_info=None):
+        if loss_batch_info is not None:
+            loss_batch_info = {
+                **loss_batch_info,
+                "batch_num_tokens": _nonzero(loss_batch_info["batch_num_tokens"]),
+                "global_batch_size": _nonzero(loss_batch_info["global_batch_size"]),
+            }
+        status = super().training_step(experience, kl_ctl, step, loss_batch_info)
+        status["num_action_tokens"] = max(status["num_action_tokens"], _EMPTY_MICRO_BATCH_WEIGHT)
+        return status
+
+
+@contextmanager
+def _actor_trainer_class(cls: type) -> Iterator[None]:
+    """Within this worker, let ``PolicyModelActor`` build ``cls`` as its actor trainer."""
+    original = ppo_actor.ActorPPOTrainer
+    ppo_actor.ActorPPOTrainer = cls
+    try:
+        yield
+    finally:
+        ppo_actor.ActorPPOTrainer = original
 
 
 class _ExtPolicyModelActor(PolicyModelActor.__ray_actor_class__):
     def init_model_from_pretrained(self, strategy, pretrain, max_steps=None, vllm_engines=None):
-        super().init_model_from_pretrained(strategy, pretrain, max_steps, vllm_engines)
-        self.trainer.actor_loss_fn = ExtPolicyLoss.from_args(strategy.args)
+        # A worker-side, scoped swap: stock init builds the actor trainer by this module name.
+        with _actor_trainer_class(ExtActorPPOTrainer):
+            super().init_model_from_pretrained(strategy, pretrain, max_steps, vllm_engines)
 
     def runtime_classes(self) -> dict[str, str]:
         """Qualified names of the classes running in this worker (for tests and debugging)."""
@@ -23,6 +75,7 @@ class _ExtPolicyModelActor(PolicyModelActor.__ray_actor_class__):
         classes = {"actor": name(self)}
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
+            classes["actor_trainer"] = name(trainer)
             classes["policy_loss"] = name(trainer.actor_loss_fn)
         return classes
 

@@ -9,9 +9,11 @@ so each worker imports and runs our code. Inside the workers our subclasses over
 * :class:`~openrlhf_ext.trainer.ppo_trainer.ExtPPOTrainer` builds
   :class:`~openrlhf_ext.trainer.experience_maker.ExtExperienceMaker` (advantages of SPEC §1,
   filtering, rollout metrics) and skips all-filtered batches;
-* :class:`~openrlhf_ext.trainer.actors.ExtPolicyModelActor` replaces the actor trainer's
-  ``actor_loss_fn`` with :class:`~openrlhf_ext.trainer.policy_loss.ExtPolicyLoss` (``vanilla``
-  loss, the seq-mean-token-sum(-norm) aggregations).
+* :class:`~openrlhf_ext.trainer.actors.ExtPolicyModelActor` builds
+  :class:`~openrlhf_ext.trainer.actors.ExtActorPPOTrainer` (a worker-side, scoped swap of
+  ``openrlhf.trainer.ray.ppo_actor.ActorPPOTrainer`` during model init), whose loss is
+  :class:`~openrlhf_ext.trainer.policy_loss.ExtPolicyLoss` (``vanilla`` loss, the
+  seq-mean-token-sum(-norm) aggregations) and which tolerates micro-batches of masked rows.
 
 On a machine without CUDA, :mod:`openrlhf_ext.trainer.cpu` adds its own (also tabled) patches.
 """
