@@ -96,3 +96,25 @@ def test_generated_strings_return_in_time(pool, text):
     assert elapsed < LIMIT_S + SLACK_S
     assert result.reward in (0.0, 1.0)
     assert pool.counters.snapshot()["timeouts"] - before == int(result.timed_out)
+
+
+def test_batch_statistics_count_what_happened(pool):
+    responses = [
+        r"so \boxed{5}",  # correct
+        r"so \boxed{6}",  # wrong
+        "no idea",  # no answer at all: wrong, format error
+        QUICK["nested_braces_10k"],  # rejected by the length guard: wrong, an error
+        HANGS["power_tower"],  # killed at the limit: wrong, format error, a timeout
+    ]
+    batch = score_responses(responses, [LABEL] * 5, RewardConfig(timeout_s=LIMIT_S, workers=1), pool=pool)
+    stats = batch.stats()
+    assert batch.rewards == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert stats.n == 5
+    assert stats.reward_mean == pytest.approx(0.2)
+    assert stats.accuracy == pytest.approx(0.2)
+    assert stats.format_error_rate == pytest.approx(0.4)
+    assert stats.timeout_count == 1
+    assert stats.error_count == 1
+    # p99 of 5 values lies 96 % of the way from the 4th to the 5th, the killed call (>= the limit)
+    assert 0.96 * LIMIT_S <= stats.latency_p99_s < LIMIT_S + SLACK_S
+    assert stats.latency_p50_s < 0.5

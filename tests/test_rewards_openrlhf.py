@@ -120,6 +120,7 @@ def test_server_protocol_crash_recovery_and_sigterm(server):
             "reward_correct",
             "reward_format_error",
             "reward_timed_out",
+            "reward_error",
             "reward_latency_s",
         }
 

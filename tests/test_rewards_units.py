@@ -14,6 +14,7 @@ from openrlhf_ext.rewards import (
     response_from_query,
     reward_value,
     summarize,
+    summarize_logs,
     unsigned_reward_warning,
 )
 from openrlhf_ext.rewards.extract import is_well_formatted, last_boxed, last_number, matching_braces
@@ -223,3 +224,17 @@ def test_summarize():
     assert stats.as_log_dict()["reward/timeout_count"] == 1.0
     with pytest.raises(ValueError):
         summarize([1.0], [True], [], [False], [False], [0.1])
+
+
+def test_summarize_logs_reads_the_extra_logs_keys():
+    logs = {
+        "reward_correct": [1.0, 0.0],
+        "reward_format_error": [0.0, 1.0],
+        "reward_timed_out": [0.0, 1.0],
+        "reward_error": [0.0, 0.0],
+        "reward_latency_s": [0.01, 2.0],
+    }
+    stats = summarize_logs([1.0, -1.25], logs)
+    assert (stats.reward_mean, stats.accuracy, stats.format_error_rate) == (-0.125, 0.5, 0.5)
+    assert (stats.timeout_count, stats.error_count) == (1, 0)
+    assert stats.latency_p50_s == pytest.approx(1.005)

@@ -2,7 +2,8 @@
 
 * :data:`REWARD_FUNC_PATH`: the file to pass as OpenRLHF's ``--reward.remote_url``;
 * :class:`RewardConfig`: settings and their ``OPENRLHF_EXT_REWARD_*`` environment form;
-* :func:`score_responses` / :func:`summarize`: the pure scoring API and per-step statistics;
+* :func:`score_responses` / :func:`summarize` / :func:`summarize_logs`: the scoring API and the
+  per-step statistics (from results or from the per-sample ``extra_logs``);
 * ``python -m openrlhf_ext.rewards.server``: the same reward as an HTTP reward-model server.
 
 Importing this package loads neither math-verify nor torch; only the scoring workers load math-verify.
@@ -21,6 +22,7 @@ from openrlhf_ext.rewards.scoring import (
     reward_value,
     score_responses,
     summarize,
+    summarize_logs,
 )
 
 REWARD_FUNC_PATH = str(Path(__file__).with_name("math_reward_func.py"))
@@ -41,5 +43,6 @@ __all__ = [
     "score_responses",
     "shared_pool",
     "summarize",
+    "summarize_logs",
     "unsigned_reward_warning",
 ]

@@ -11,8 +11,9 @@ Returned dict (the keys OpenRLHF reads):
 * ``scores``: float tensor [B], 1.0 for a correct answer else 0.0 (OpenRLHF's dynamic filtering
   compares scores with a 0..1 range, whatever the reward's sign convention);
 * ``extra_logs``: per-sample tensors ``reward_correct``, ``reward_format_error``, ``reward_timed_out``,
-  ``reward_latency_s`` (OpenRLHF copies them into each experience's ``info``; feed them to
-  :func:`openrlhf_ext.rewards.scoring.summarize` for the per-step rates, counts and percentiles).
+  ``reward_error``, ``reward_latency_s`` (OpenRLHF copies them into each experience's ``info``; feed
+  them to :func:`openrlhf_ext.rewards.scoring.summarize_logs` for the per-step rates, counts and
+  percentiles).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ trainer logs: reward mean, accuracy, format-error rate, timeout count, scoring l
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from openrlhf_ext.rewards.config import RewardConfig
@@ -67,18 +67,12 @@ class ScoreBatch:
             "reward_correct": self.correct,
             "reward_format_error": [float(r.format_error) for r in self.results],
             "reward_timed_out": [float(r.timed_out) for r in self.results],
+            "reward_error": [float(r.error is not None and not r.timed_out) for r in self.results],
             "reward_latency_s": [r.latency_s for r in self.results],
         }
 
     def stats(self) -> RewardStats:
-        return summarize(
-            rewards=self.rewards,
-            correct=[r.correct for r in self.results],
-            format_errors=[r.format_error for r in self.results],
-            timed_out=[r.timed_out for r in self.results],
-            errors=[r.error is not None and not r.timed_out for r in self.results],
-            latencies_s=[r.latency_s for r in self.results],
-        )
+        return summarize_logs(self.rewards, self.per_sample_logs())
 
 
 def reward_value(correct: bool, format_ok: bool, signed: bool, format_coef: float) -> float:
@@ -130,6 +124,19 @@ def summarize(
         error_count=sum(bool(e) for e in errors),
         latency_p50_s=percentile(latencies_s, 50),
         latency_p99_s=percentile(latencies_s, 99),
+    )
+
+
+def summarize_logs(rewards: Sequence[float], logs: Mapping[str, Sequence[float]]) -> RewardStats:
+    """:func:`summarize` from the per-sample ``extra_logs`` of the reward file / server, e.g. the
+    ``info`` values OpenRLHF gathered for one step's experiences."""
+    return summarize(
+        rewards=rewards,
+        correct=[bool(x) for x in logs["reward_correct"]],
+        format_errors=[bool(x) for x in logs["reward_format_error"]],
+        timed_out=[bool(x) for x in logs["reward_timed_out"]],
+        errors=[bool(x) for x in logs["reward_error"]],
+        latencies_s=list(logs["reward_latency_s"]),
     )
 
 
