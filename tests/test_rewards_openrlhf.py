@@ -129,9 +129,14 @@ def test_server_protocol_crash_recovery_and_sigterm(server):
     labels = ["1", "1"] + [str(k) for k in range(40)]
     result = {}
 
+    calls_before = _get_json(base + "/health")["counters"]["calls"]
+
     async def batch_with_kill():
         task = asyncio.create_task(executor._fetch_rewards_via_http(queries, ["Q:"] * 42, labels))
-        await asyncio.sleep(0.7)
+        # Kill once both hangs are on a worker: they are the first two calls of the batch.
+        while _get_json(base + "/health")["counters"]["calls"] < calls_before + 2:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
         for pid in _get_json(base + "/health")["workers"]:
             os.kill(pid, signal.SIGKILL)
         result["answer"] = (await task)[0]
