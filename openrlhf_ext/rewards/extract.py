@@ -19,8 +19,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-METHODS = ("answer_tag", "boxed", "gsm8k", "fallback", "none")
-
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _GSM8K_RE = re.compile(r"####\s*(-?\$?\s*[0-9][0-9,]*(?:\.[0-9]+)?)")
 _NUMBER_RE = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?(?:\s*/\s*[0-9]+)?")
