@@ -207,6 +207,9 @@ def test_embedded_profile_fills_only_what_the_user_did_not_set(capsys):
     assert config["rollout"]["n_samples_per_prompt"] == 4  # profile: a group-based mode works out of the box
     assert config["rollout"]["batch_size"] == 16  # explicit flag wins over the profile
     assert config["ds"]["zero_stage"] == 3 and config["vllm"]["num_engines"] == 1
+    assert config["ext"]["signed_reward"] is True  # reinforce_rej has no baseline: 0/1 would not teach wrong answers
+    main(["--advantage_estimator", "group_norm", "--print_config"])
+    assert json.loads(capsys.readouterr().out)["ext"]["signed_reward"] is False
     # With a model of the user's, stock defaults stay.
     config = resolved(capsys, "--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "2")
     assert config["rollout"]["batch_size"] == 1024 and config["ds"]["zero_stage"] == 2

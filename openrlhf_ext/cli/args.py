@@ -58,7 +58,7 @@ EMBEDDED_PROFILE: dict[str, Any] = {
     "rollout.micro_batch_size": 8,
     "train.batch_size": 32,
     "train.micro_batch_size": 8,
-    "rollout.max_new_tokens": 64,
+    "rollout.max_new_tokens": 48,
     "data.max_len": 256,
     "actor.num_gpus_per_node": 1,
     "ref.num_gpus_per_node": 1,
@@ -71,6 +71,8 @@ EMBEDDED_PROFILE: dict[str, Any] = {
     "actor.lr_warmup_ratio": 0.0,
     "ckpt.output_dir": "runs/demo",
     "ext.num_prompts": 80,
+    "ext.difficulty": 0,
+    "actor.entropy_coef": 0.0,  # 0 = log the policy entropy without adding it to the loss
 }
 
 # Legacy flat spellings (older OpenRLHF, the papers' scripts) whose name is not simply the new
@@ -326,6 +328,11 @@ def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.
             raise ConfigError(f"{flags}: {err}") from None
         for key, value in dataclasses.asdict(config).items():
             setattr(ns, f"ext.{key}", value)
+        if get("actor.model_name_or_path") == EMBEDDED_MODEL and "ext.signed_reward" not in explicit:
+            # Without a baseline, a 0 reward is a 0 advantage: the demo's wrong answers would teach
+            # nothing. Seed 000 trains these modes with +1/-1 rewards.
+            needs_sign = config.baseline == "none" and config.std_scale != "whiten" and not config.positive_only
+            setattr(ns, "ext.signed_reward", needs_sign)
         n = get("rollout.n_samples_per_prompt")
         if config.uses_groups and n < 2:
             raise ConfigError(

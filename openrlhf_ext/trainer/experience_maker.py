@@ -80,6 +80,12 @@ class ExtExperienceMaker(RemoteExperienceMaker):
         self._prepared = _PreparedRollout(rollout_samples, result.keep.reshape(-1), result.stats)
         return self._prepared
 
+    def rollout_metrics(self, experiences: list[Experience]) -> dict[str, float]:
+        """Reward mean and response lengths (overall, correct, wrong) of a rollout (SPEC §5)."""
+        rewards = torch.cat([e.rewards.reshape(-1) for e in experiences])
+        lengths = torch.cat([e.response_length.reshape(-1) for e in experiences])
+        return rollout_metrics(rewards, lengths, self.grid.correct_threshold)
+
     def all_filtered(self, rollout_samples: list[Experience]) -> bool:
         prepared = self.prepare(rollout_samples)
         return prepared is not None and not bool(prepared.keep.any())
@@ -162,9 +168,7 @@ class ExtExperienceMaker(RemoteExperienceMaker):
             reward_clip_range=tuple(args.reward.clip_range),
             whiten_std=not args.algo.advantage.no_std_norm,
         )
-        rewards = torch.cat([e.rewards for e in experiences])
-        lengths = torch.cat([e.response_length for e in experiences])
-        self.last_metrics = {**result.stats, **rollout_metrics(rewards, lengths, self.grid.correct_threshold)}
+        self.last_metrics = {**result.stats, **self.rollout_metrics(experiences)}
         for exp, adv, ret, kept in zip(experiences, result.advantages, result.returns, result.keep, strict=True):
             exp.advantages = adv
             exp.returns = ret

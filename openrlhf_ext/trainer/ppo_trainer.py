@@ -84,14 +84,15 @@ class _ExtPPOTrainer(PPOTrainer.__ray_actor_class__):
                 f"step {global_step + 1}: the {maker.grid.filter!r} filter dropped all {len(rollout_samples)} samples; "
                 "skipping the update (no optimizer step)"
             )
-            status = {f"ext/{k}": v for k, v in maker.prepare(rollout_samples).stats.items()}
+            metrics = {**maker.prepare(rollout_samples).stats, **maker.rollout_metrics(rollout_samples),
+                       "forward_skipped_fraction": 1.0}
+            status = {f"ext/{k}": v for k, v in metrics.items()}
             status.update(self._compute_rollout_stats(rollout_samples))
             status.update({"ext/skipped_step": 1.0, "ext/reflection_rate": reflection})
             return status, global_step + 1
-        t0 = time.time()
         status, global_step = super().train_step(rollout_samples, global_step)
         status.update({f"ext/{k}": v for k, v in maker.last_metrics.items()})
-        status.update({"ext/skipped_step": 0.0, "ext/reflection_rate": reflection, "timing/ext_train_step": time.time() - t0})
+        status.update({"ext/skipped_step": 0.0, "ext/reflection_rate": reflection})
         return status, global_step
 
     def save_logs_and_checkpoints(self, global_step: int, logs_dict=None, client_states=None) -> None:
