@@ -151,6 +151,7 @@ class CpuRolloutActor(RolloutRayActor.__ray_actor_class__):
         self._max_batch_size = max_batch_size
         self._queue: list[_Request] = []
         self._in_flight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._model_lock: asyncio.Lock | None = None
         self._sync_group: GlooBroadcastGroup | None = None
@@ -172,10 +173,14 @@ class CpuRolloutActor(RolloutRayActor.__ray_actor_class__):
         return len(self._queue) + self._in_flight
 
     def _ensure_server(self) -> None:
-        if self._wake is None:
+        # One batching task per event loop: Ray keeps one loop per actor, but the class is also
+        # driven directly (tests, scripts) where every asyncio.run brings a new loop.
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop = loop
             self._wake = asyncio.Event()
             self._model_lock = asyncio.Lock()
-            asyncio.get_running_loop().create_task(self._serve())
+            loop.create_task(self._serve())
 
     async def _serve(self) -> None:
         while True:
