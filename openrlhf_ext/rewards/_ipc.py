@@ -10,6 +10,10 @@ import struct
 from typing import Any, BinaryIO
 
 HEADER = struct.Struct(">Q")
+# Control messages between the pool and the worker template process (zygote).
+SPAWN = b"spawn"
+READY = b"ready"
+PID = struct.Struct(">q")
 
 
 def encode_frame(obj: Any) -> bytes:

@@ -44,9 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openrlhf_ext.rewards._ipc import HEADER, encode_frame
+from openrlhf_ext.rewards._ipc import HEADER, PID, READY, SPAWN, encode_frame
 from openrlhf_ext.rewards.verdict import Verdict
-from openrlhf_ext.rewards.worker_main import PID, READY, SPAWN
 
 logger = logging.getLogger(__name__)
 
@@ -441,6 +440,11 @@ class ScoringPool:
         """Pids of all live worker processes (idle, busy and spare)."""
         with self._lock:
             return [w.pid for w in self._all if w.alive()]
+
+    def busy_pids(self) -> list[int]:
+        """Pids of the workers judging a response right now."""
+        with self._lock:
+            return [w.pid for w in self._all if w not in self._idle and w.alive()]
 
     def close(self) -> None:
         """Kill every worker; later calls raise. Safe to call twice."""

@@ -12,7 +12,7 @@ Protocol (as ``openrlhf.utils.agent.SingleTurnAgentExecutor._fetch_rewards_via_h
 ``{"rewards": [float], "scores": [float], "extra_logs": {name: [float]}}``, with the meanings of
 :mod:`openrlhf_ext.rewards.math_reward_func`. A malformed request gets HTTP 400 with a message.
 
-``GET /health`` answers ``{"status": "ok", "workers": [pid, ...], "counters": {...}}``. SIGTERM or
+``GET /health`` answers ``{"status": "ok", "workers": [pid, ...], "busy": [pid, ...], "counters": {...}}``. SIGTERM or
 SIGINT stops accepting requests, kills the workers and exits with status 0. Defaults for the reward
 settings come from ``OPENRLHF_EXT_REWARD_*`` (:class:`~openrlhf_ext.rewards.config.RewardConfig`),
 and the flags below override them.
@@ -84,7 +84,9 @@ async def _get_reward(request: web.Request) -> web.Response:
 
 async def _health(request: web.Request) -> web.Response:
     pool = request.app[_POOL_KEY]
-    return web.json_response({"status": "ok", "workers": pool.worker_pids(), "counters": pool.counters.snapshot()})
+    return web.json_response(
+        {"status": "ok", "workers": pool.worker_pids(), "busy": pool.busy_pids(), "counters": pool.counters.snapshot()}
+    )
 
 
 def make_app(pool: ScoringPool, config: RewardConfig) -> web.Application:

@@ -27,16 +27,11 @@ import os
 import resource
 import signal
 import socket
-import struct
 import sys
 from dataclasses import asdict
 from typing import BinaryIO
 
-from openrlhf_ext.rewards._ipc import encode_frame, read_frame_blocking
-
-SPAWN = b"spawn"
-READY = b"ready"
-PID = struct.Struct(">q")
+from openrlhf_ext.rewards._ipc import PID, READY, SPAWN, encode_frame, read_frame_blocking
 
 
 def _limit_cpu(extra_seconds: float) -> None:
