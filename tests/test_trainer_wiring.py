@@ -232,3 +232,22 @@ def test_unsupported_combinations_are_refused():
         ExtPolicyLoss(loss_agg_mode="seq-mean-token-sum", policy_loss_type="gspo")
     with pytest.raises(ValueError, match="is_correction_level"):
         ExtPolicyLoss(loss_agg_mode="token-mean", policy_loss_type="vanilla", is_correction_level="token")
+
+
+def test_reward_step_stats_from_the_reward_files_extra_logs():
+    from openrlhf_ext.trainer.ppo_trainer import reward_step_stats
+
+    samples = rollout([1.0, 0.0, 0.0, 1.0])
+    latencies = [0.01, 0.02, 0.03, 2.0]
+    for sample, latency, timed_out in zip(samples, latencies, [0, 0, 0, 1], strict=True):
+        sample.info.update({
+            "reward_correct": sample.rewards.clone(), "reward_format_error": torch.tensor([0.0]),
+            "reward_timed_out": torch.tensor([float(timed_out)]), "reward_error": torch.tensor([0.0]),
+            "reward_latency_s": torch.tensor([latency]),
+        })
+    stats = reward_step_stats(samples)
+    assert stats["reward/timeout_count"] == 1
+    assert stats["reward/accuracy"] == pytest.approx(0.5)
+    assert stats["reward/latency_p50_s"] == pytest.approx(0.025)
+    assert 1.9 < stats["reward/latency_p99_s"] <= 2.0
+    assert reward_step_stats(rollout([1.0])) == {}  # a reward file without these logs

@@ -22,6 +22,7 @@ import torch
 from openrlhf.trainer.ppo_trainer import PPOTrainer
 from openrlhf.utils.logging_utils import init_logger
 
+from openrlhf_ext.rewards import summarize_logs
 from openrlhf_ext.trainer.experience_maker import ExtExperienceMaker
 from openrlhf_ext.trainer.metrics import reflection_rate
 
@@ -38,6 +39,20 @@ def response_texts(samples, tokenizer) -> list[str]:
             response = sequence[1:][: action_mask.numel()][action_mask.bool()]
             texts.append(tokenizer.decode(response, skip_special_tokens=True))
     return texts
+
+
+REWARD_LOG_KEYS = ("reward_correct", "reward_format_error", "reward_timed_out", "reward_error", "reward_latency_s")
+
+
+def reward_step_stats(samples) -> dict[str, float]:
+    """Format-error rate, timeout count and scoring latency p50/p99 of one step (SPEC §4), from the
+    per-sample ``extra_logs`` our math reward returns; empty for a reward that does not log them."""
+    infos = [sample.info for sample in samples]
+    if not infos or not all(key in info for info in infos for key in REWARD_LOG_KEYS):
+        return {}
+    rewards = [float(v) for sample in samples for v in sample.rewards.reshape(-1)]
+    logs = {key: [float(v) for info in infos for v in info[key].reshape(-1)] for key in REWARD_LOG_KEYS}
+    return summarize_logs(rewards, logs).as_log_dict("reward/")
 
 
 def _jsonable(value):
@@ -78,6 +93,7 @@ class _ExtPPOTrainer(PPOTrainer.__ray_actor_class__):
 
     def train_step(self, rollout_samples, global_step: int):
         reflection = reflection_rate(response_texts(rollout_samples, self.tokenizer))
+        reward_stats = reward_step_stats(rollout_samples)
         maker = self.experience_maker
         if maker.all_filtered(rollout_samples):
             logger.warning(
@@ -88,11 +104,11 @@ class _ExtPPOTrainer(PPOTrainer.__ray_actor_class__):
                        "forward_skipped_fraction": 1.0}
             status = {f"ext/{k}": v for k, v in metrics.items()}
             status.update(self._compute_rollout_stats(rollout_samples))
-            status.update({"ext/skipped_step": 1.0, "ext/reflection_rate": reflection})
+            status.update({"ext/skipped_step": 1.0, "ext/reflection_rate": reflection, **reward_stats})
             return status, global_step + 1
         status, global_step = super().train_step(rollout_samples, global_step)
         status.update({f"ext/{k}": v for k, v in maker.last_metrics.items()})
-        status.update({"ext/skipped_step": 0.0, "ext/reflection_rate": reflection})
+        status.update({"ext/skipped_step": 0.0, "ext/reflection_rate": reflection, **reward_stats})
         return status, global_step
 
     def save_logs_and_checkpoints(self, global_step: int, logs_dict=None, client_states=None) -> None:
