@@ -160,6 +160,8 @@ def test_issue_alias_list_is_covered():
          "--ext.positive_only"),
         (["--prompt_max_len", "512"], "--prompt_max_len"),
         (["--ext.reward_timeout", "0"], "--ext.reward_timeout"),
+        (["--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "4", "--train.async_enable"],
+         "--train.async_enable"),
     ],
 )
 def test_invalid_combinations_fail_with_one_line_naming_the_flag(capsys, flags, flag_named):

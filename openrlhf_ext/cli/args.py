@@ -36,7 +36,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from openrlhf_ext.algorithms.config import PRESETS
+from openrlhf_ext.algorithms.config import PRESETS, STOCK_ESTIMATORS
 
 STOCK_MODULE = "openrlhf.cli.train_ppo_ray"
 
@@ -339,6 +339,13 @@ def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.
                 f"--rollout.n_samples_per_prompt: {estimator} (filter={config.filter}, baseline={config.baseline}, "
                 f"std_scale={config.std_scale}) compares the responses of a prompt and needs at least 2, got {n}"
             )
+
+    if get("train.async_enable") and (estimator not in STOCK_ESTIMATORS or any(overrides.values())):
+        # OpenRLHF's async trainer builds its own experience maker, which our injection does not reach.
+        raise ConfigError(
+            f"--train.async_enable: runs OpenRLHF's async trainer, which supports only the stock estimators "
+            f"({', '.join(STOCK_ESTIMATORS)}) without --ext.* switches; got {estimator}"
+        )
 
     # Preset defaults for the loss, unless given explicitly.
     if "actor.policy_loss_type" not in explicit:
