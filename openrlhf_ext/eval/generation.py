@@ -1,0 +1,178 @@
+"""Generation backends of the evaluator: vLLM on GPU, transformers' ``generate`` in-process otherwise.
+
+Both take finished prompt strings (template already applied), tokenize them without special tokens
+(as OpenRLHF tokenizes prompts for its rollouts), sample ``n`` completions per prompt and stop at
+the model's end-of-sequence / end-of-turn ids or at ``max_new_tokens``. A completion's text leaves
+the stop token and special tokens out; its ``num_tokens`` counts the stop token, as vLLM's
+``token_ids`` (and the training run's response length) do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+BACKENDS = ("auto", "vllm", "transformers")
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """``temperature <= 0`` means greedy decoding (vLLM's convention)."""
+
+    n: int
+    temperature: float
+    max_new_tokens: int
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    num_tokens: int
+    finish_reason: str  # "stop" (ended with a stop token) or "length" (hit max_new_tokens)
+
+
+class Generator(Protocol):
+    name: str
+    tokenizer: Any
+
+    def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
+        """``settings.n`` completions for each prompt, in prompt order."""
+        ...
+
+
+def stop_token_ids(tokenizer: Any, generation_config: Any | None) -> set[int]:
+    """The ids that end a response: the generation config's ``eos_token_id`` (one id or a list; chat
+    models list their end-of-turn token there) and the tokenizer's EOS."""
+    ids: set[int] = set()
+    eos = getattr(generation_config, "eos_token_id", None)
+    if eos is not None:
+        ids.update(eos if isinstance(eos, list) else [eos])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    if not ids:
+        raise ValueError("the model defines no end-of-sequence token; generation would never stop early")
+    return ids
+
+
+class TransformersGenerator:
+    """Batched ``model.generate`` in this process (CPU, or a GPU without vLLM).
+
+    The ``n`` samples of a prompt are rows of the same batch; batches hold at most ``batch_size``
+    rows, prompts sorted by length so that little padding is computed. bfloat16 by default, as the
+    CPU training generator (:mod:`openrlhf_ext.trainer.cpu.generator`) runs.
+    """
+
+    name = "transformers"
+
+    def __init__(self, model_path: str, batch_size: int = 32, dtype: str = "bfloat16", progress: bool = True) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
+        self.model.to(self.device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.stop_ids = stop_token_ids(self.tokenizer, self.model.generation_config)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else min(self.stop_ids)
+        self.batch_size = batch_size
+        self.progress = progress
+
+    def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
+        import torch
+        from tqdm.auto import tqdm
+
+        token_lists = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        rows = sorted(((i, s) for i in range(len(prompts)) for s in range(settings.n)),
+                      key=lambda row: len(token_lists[row[0]]))
+        results: list[list[Completion | None]] = [[None] * settings.n for _ in prompts]
+        torch.manual_seed(settings.seed)
+        with tqdm(total=len(rows), desc=f"generate (T={settings.temperature:g})", unit="seq",
+                  disable=not self.progress) as bar:
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start : start + self.batch_size]
+                for (i, s), completion in zip(chunk, self._generate_batch([token_lists[i] for i, _ in chunk], settings),
+                                              strict=True):
+                    results[i][s] = completion
+                bar.update(len(chunk))
+        return results  # type: ignore[return-value]  (every slot is filled above)
+
+    def _generate_batch(self, prompts: list[list[int]], settings: SamplingSettings) -> list[Completion]:
+        import torch
+        from transformers import GenerationConfig
+
+        from openrlhf_ext.trainer.cpu.generator import cut_completion, left_pad
+
+        input_ids, attention_mask = left_pad(prompts, self.pad_id)
+        greedy = settings.temperature <= 0
+        config = GenerationConfig(
+            do_sample=not greedy,
+            temperature=None if greedy else settings.temperature,
+            top_p=None if greedy else settings.top_p,
+            top_k=None,  # transformers would otherwise apply its default top_k=50; vLLM applies none
+            max_new_tokens=settings.max_new_tokens,
+            eos_token_id=sorted(self.stop_ids),
+            pad_token_id=self.pad_id,
+        )
+        with torch.inference_mode():
+            sequences = self.model.generate(input_ids=input_ids.to(self.device),
+                                            attention_mask=attention_mask.to(self.device), generation_config=config)
+        out = []
+        for row in sequences[:, input_ids.shape[1] :].tolist():
+            tokens, reason = cut_completion(row, self.stop_ids, settings.max_new_tokens)
+            text_tokens = tokens[:-1] if reason == "stop" else tokens
+            out.append(Completion(self.tokenizer.decode(text_tokens, skip_special_tokens=True), len(tokens), reason))
+        return out
+
+
+class VllmGenerator:
+    """vLLM's offline ``LLM.generate`` (GPU); vLLM batches and shows its own progress bar."""
+
+    name = "vllm"
+
+    def __init__(self, model_path: str, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
+                 seed: int = 0) -> None:
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        self.llm = LLM(model=model_path, tensor_parallel_size=tensor_parallel_size,
+                       gpu_memory_utilization=gpu_memory_utilization, seed=seed)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+
+    def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=settings.n, temperature=max(settings.temperature, 0.0),
+                                top_p=1.0 if settings.temperature <= 0 else settings.top_p,
+                                max_tokens=settings.max_new_tokens, seed=settings.seed, skip_special_tokens=True)
+        requests = [{"prompt_token_ids": self.tokenizer(p, add_special_tokens=False)["input_ids"]} for p in prompts]
+        outputs = self.llm.generate(requests, params, use_tqdm=True)
+        return [[Completion(o.text, len(o.token_ids), "length" if o.finish_reason == "length" else "stop")
+                 for o in request.outputs] for request in outputs]
+
+
+def make_generator(model_path: str, backend: str = "auto", batch_size: int = 32, dtype: str = "bfloat16",
+                   tensor_parallel_size: int = 1, seed: int = 0, progress: bool = True) -> Generator:
+    """vLLM when it is really installed (``auto``) or asked for, transformers otherwise."""
+    from openrlhf_ext.platform import vllm_is_real
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "vllm" and not vllm_is_real():
+        raise ValueError("backend 'vllm' asked for, but vLLM is not installed (pip install 'openrlhf-ext[gpu]')")
+    if backend == "vllm" or (backend == "auto" and vllm_is_real()):
+        return VllmGenerator(model_path, tensor_parallel_size=tensor_parallel_size, seed=seed)
+    return TransformersGenerator(model_path, batch_size=batch_size, dtype=dtype, progress=progress)
