@@ -139,7 +139,11 @@ class TransformersGenerator:
 
 
 class VllmGenerator:
-    """vLLM's offline ``LLM.generate`` (GPU); vLLM batches and shows its own progress bar."""
+    """vLLM's offline ``LLM.generate`` (GPU); vLLM batches and shows its own progress bar.
+
+    The seed is the engine's (a per-request seed would put every request on vLLM's slower
+    per-request random generators).
+    """
 
     name = "vllm"
 
@@ -157,7 +161,7 @@ class VllmGenerator:
 
         params = SamplingParams(n=settings.n, temperature=max(settings.temperature, 0.0),
                                 top_p=1.0 if settings.temperature <= 0 else settings.top_p,
-                                max_tokens=settings.max_new_tokens, seed=settings.seed, skip_special_tokens=True)
+                                max_tokens=settings.max_new_tokens, skip_special_tokens=True)
         requests = [{"prompt_token_ids": self.tokenizer(p, add_special_tokens=False)["input_ids"]} for p in prompts]
         outputs = self.llm.generate(requests, params, use_tqdm=True)
         return [[Completion(o.text, len(o.token_ids), "length" if o.finish_reason == "length" else "stop")
