@@ -8,8 +8,8 @@ child process after :func:`openrlhf_ext.trainer.cpu.install_driver_patches`: GRP
 4 samples per prompt, DeepSpeed ZeRO-3 on gloo, KL to a reference-model actor, weights synced to
 the CPU generator after every step.
 
-While it runs, it samples every second the summed RSS of the driver and all its descendants (Ray's
-GCS, raylet and every worker) and the machine's used memory, and prints wall time and peaks.
+While it runs, it samples every second the summed RSS and PSS of the driver and all its
+descendants (Ray's GCS, raylet and every worker), and prints wall time, the logged steps and peaks.
 
     python scripts/cpu_smoke.py                      # tiny model, 1 policy rank, 2 steps
     python scripts/cpu_smoke.py --model smollm2 --policy-ranks 2
@@ -30,7 +30,9 @@ from pathlib import Path
 import psutil
 
 REWARD_FILE = '''\
-"""Smoke-test reward: 1 when the last number of the response equals the label, else 0."""
+"""Smoke-test reward: 1 when the last number of the response equals the label; otherwise 0.1 x the
+share of ASCII characters in the response, so that even a random model's groups have reward
+variance (non-zero GRPO advantages, hence real gradients and a policy that drifts from the reference)."""
 import re
 
 import torch
@@ -41,7 +43,10 @@ def reward_func(queries, prompts, labels):
     for query, prompt, label in zip(queries, prompts, labels):
         response = query[len(prompt):] if query.startswith(prompt) else query
         numbers = re.findall(r"-?\\d+", response)
-        rewards.append(1.0 if numbers and numbers[-1] == str(label).strip() else 0.0)
+        if numbers and numbers[-1] == str(label).strip():
+            rewards.append(1.0)
+        else:
+            rewards.append(0.1 * sum(c.isascii() for c in response) / max(len(response), 1))
     rewards = torch.tensor(rewards)
     return {"rewards": rewards, "scores": rewards, "extra_logs": {}}
 '''
@@ -105,44 +110,47 @@ def stock_args(model_path: str, prompts: Path, reward: Path, workdir: Path, opts
         "--vllm.num_engines", "1",
         "--ds.zero_stage", "3",
         "--ds.param_dtype", "bf16",
-        "--actor.adam.lr", "1e-5",
+        "--actor.adam.lr", str(opts.lr),
+        "--actor.lr_warmup_ratio", "0",  # else the first of 2 steps runs at lr 0
         "--algo.kl.init_coef", "0.01",
         "--algo.kl.use_loss",
         "--algo.kl.estimator", "k3",
+        # rollout log-probs from the generator, compared with the trainer's (metric vllm_kl)
+        "--algo.advantage.is_correction_level", "token",
         "--ckpt.output_dir", str(workdir / "ckpt"),
         "--ckpt.path", str(workdir / "ckpt" / "checkpoints"),
     ]  # fmt: skip
 
 
 class MemorySampler(threading.Thread):
-    """Peak summed RSS of a process tree and peak machine-wide used memory, sampled every second."""
+    """Peaks of the summed RSS and PSS of a process tree (the driver, Ray's GCS / raylet / agents
+    and every worker), sampled every second. RSS counts shared pages (torch libraries, Ray's object
+    store) once per process, so it overstates; PSS splits them between the processes sharing them."""
 
     def __init__(self, root_pid: int, interval_s: float = 1.0) -> None:
         super().__init__(daemon=True)
         self.root = psutil.Process(root_pid)
         self.interval_s = interval_s
-        self.baseline_used = psutil.virtual_memory().total - psutil.virtual_memory().available
         self.peak_rss = 0
-        self.peak_used = 0
+        self.peak_pss = 0
         self.peak_processes = 0
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.is_set():
-            rss, count = 0, 0
+            rss, pss, count = 0, 0, 0
             try:
                 procs = [self.root, *self.root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 break
             for proc in procs:
                 try:
-                    rss += proc.memory_info().rss
-                    count += 1
-                except psutil.NoSuchProcess:
+                    mem = proc.memory_full_info()
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
-            vm = psutil.virtual_memory()
+                rss, pss, count = rss + mem.rss, pss + mem.pss, count + 1
             self.peak_rss = max(self.peak_rss, rss)
-            self.peak_used = max(self.peak_used, vm.total - vm.available - self.baseline_used)
+            self.peak_pss = max(self.peak_pss, pss)
             self.peak_processes = max(self.peak_processes, count)
             self._done.wait(self.interval_s)
 
@@ -159,11 +167,16 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=2, help="training steps (rollout batches) to run")
     parser.add_argument("--n-samples", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=None,
+                        help="actor learning rate (default: 1e-3 for the tiny model, large enough to move bf16 weights "
+                        "visibly in one step; 1e-5 for SmolLM2)")
     parser.add_argument("--policy-ranks", type=int, default=1, help="DeepSpeed ranks of the policy")
     parser.add_argument("--log", type=Path, default=None, help="driver log (default: WORKDIR/driver.log)")
     opts = parser.parse_args()
     if opts.prompts % opts.steps:
         parser.error("--prompts must be a multiple of --steps")
+    if opts.lr is None:
+        opts.lr = 1e-3 if opts.model == "tiny" else 1e-5
 
     t0 = time.time()
     model_path, prompts, reward = prepare(opts.workdir, opts.model, opts.prompts)
@@ -183,11 +196,10 @@ def main() -> int:
     gib = 1024**3
     print(f"[cpu_smoke] exit code {rc}; {len(steps)} training steps logged")
     for line in steps:
-        print("  " + line[line.index("Global step") :][:400])
+        print("  " + line[line.index("Global step") :])
     print(
-        f"[cpu_smoke] wall: prepare {prep_s:.0f} s, run {run_s:.0f} s; peak summed RSS of "
-        f"{sampler.peak_processes} processes {sampler.peak_rss / gib:.2f} GiB; peak machine used memory "
-        f"above baseline {sampler.peak_used / gib:.2f} GiB"
+        f"[cpu_smoke] wall: prepare {prep_s:.0f} s, run {run_s:.0f} s; up to {sampler.peak_processes} processes, "
+        f"peak summed RSS {sampler.peak_rss / gib:.2f} GiB, peak summed PSS {sampler.peak_pss / gib:.2f} GiB"
     )
     return rc if rc else (0 if len(steps) >= opts.steps else 1)
 

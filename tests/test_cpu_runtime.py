@@ -272,7 +272,7 @@ def test_worker_patches_in_a_fresh_process():
         capture_output=True,
         text=True,
         timeout=300,
-        env={**__import__("os").environ, "OPENRLHF_EXT_CPU_THREADS": "1"},
+        env={**__import__("os").environ, "OPENRLHF_EXT_CPU_THREADS": "2"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split()[-2:] == ["ok", "1"]
+    assert result.stdout.split()[-2:] == ["ok", "2"]

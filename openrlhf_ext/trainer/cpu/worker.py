@@ -18,6 +18,11 @@ from openrlhf_ext.trainer.cpu.patching import Patch, apply_patches
 from openrlhf_ext.trainer.cpu.weight_sync import stateless_gloo_group
 
 THREADS_ENV_VAR = "OPENRLHF_EXT_CPU_THREADS"
+# One intra-op thread per worker. Our actors overlap (policy and reference score the same batch,
+# DeepSpeed ranks train together) and CI machines are shared: on 2 busy cores, OpenMP threads
+# spin-waiting on each other made small matmuls 12x slower and one 32 x 32-token SmolLM2 generate
+# call take 50-120 s with 2 threads against 5.5-7.5 s with 1 (docs/cpu.md).
+DEFAULT_THREADS = 1
 CPU = torch.device("cpu")
 
 
@@ -96,8 +101,8 @@ WORKER_PATCHES: tuple[Patch, ...] = (
 def apply_worker_patches() -> list[str]:
     """Adapt this process to a CUDA-less machine; a no-op (returns ``[]``) when CUDA is available.
 
-    Sets the DeepSpeed environment, gives torch all cores (Ray starts workers with
-    ``OMP_NUM_THREADS=1``; override with ``$OPENRLHF_EXT_CPU_THREADS``) and applies
+    Sets the DeepSpeed environment, pins torch to :data:`DEFAULT_THREADS` intra-op threads
+    (override with ``$OPENRLHF_EXT_CPU_THREADS``) and applies
     :data:`WORKER_PATCHES`, those on not-yet-imported modules at their import. Returns the
     targets patched immediately.
     """
@@ -105,7 +110,7 @@ def apply_worker_patches() -> list[str]:
         return []
     for key, value in cpu_worker_env().items():
         os.environ.setdefault(key, value)
-    threads = int(os.environ.get(THREADS_ENV_VAR) or os.cpu_count() or 1)
+    threads = int(os.environ.get(THREADS_ENV_VAR) or DEFAULT_THREADS)
     if threads < 1:
         raise ValueError(f"{THREADS_ENV_VAR} must be >= 1, got {threads}")
     torch.set_num_threads(threads)
