@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -75,19 +78,39 @@ def test_train_two_steps_then_resume_to_four(tmp_path, tiny_model_dir):
     assert "global_step2" in os.listdir(out / "ckpt" / "_actor")
 
 
+def wait_for_dashboard(url: str, head: subprocess.Popen, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            raise AssertionError(f"ray head exited early:\n{head.stdout.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=2):
+                return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"no Ray dashboard at {url} after {timeout_s:.0f} s")
+
+
 def test_ray_job_submit_on_a_local_head(tmp_path, tiny_model_dir):
     ray_bin = str(Path(sys.executable).with_name("ray"))
     env = {**os.environ, "RAY_ADDRESS": "", "PYTHONUNBUFFERED": "1"}
-    ports = ["--port", "6391", "--dashboard-port", "8291"]
-    subprocess.run([ray_bin, "start", "--head", "--num-cpus", "2", "--num-gpus", "0", "--node-ip-address",
-                    "127.0.0.1", "--dashboard-host", "127.0.0.1", "--disable-usage-stats", *ports],
-                   check=True, env=env, timeout=180, capture_output=True)
+    address = "http://127.0.0.1:8291"
+    ray_temp = tempfile.mkdtemp(prefix="rayjob", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    # --block keeps the head in this child process: terminating it stops this head only, not the
+    # other Ray instances on the machine (`ray stop` would stop them all).
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0", "--node-ip-address",
+         "127.0.0.1", "--dashboard-host", "127.0.0.1", "--disable-usage-stats", "--port", "6391",
+         "--dashboard-port", "8291", "--temp-dir", ray_temp],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
     out = tmp_path / "job"
     try:
+        wait_for_dashboard(address, head)
         # The default reward (no reward flag): the project's math reward, scored inside the job.
         flags = [*small_run_flags(tiny_model_dir, out), "--advantage_estimator", "group_norm"]
         submit = subprocess.run(
-            [ray_bin, "job", "submit", "--address", "http://127.0.0.1:8291", "--working-dir", str(REPO),
+            [ray_bin, "job", "submit", "--address", address, "--working-dir", str(REPO),
              "--", sys.executable, "-m", "openrlhf_ext.cli.train_ppo_ray", *flags],
             env=env, timeout=900, capture_output=True, text=True,
         )
@@ -96,6 +119,13 @@ def test_ray_job_submit_on_a_local_head(tmp_path, tiny_model_dir):
         records = metrics(out)
         assert [r["step"] for r in records] == [1, 2]
         assert all(-1.0 <= r["ext/reward_mean"] <= 1.0 for r in records)
+        # The math reward's per-sample logs became per-step statistics.
+        assert all(r["reward/latency_p99_s"] >= r["reward/latency_p50_s"] > 0 for r in records)
+        assert all(r["reward/timeout_count"] == 0 for r in records)
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, timeout=120, capture_output=True)
-        time.sleep(1)
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        shutil.rmtree(ray_temp, ignore_errors=True)
