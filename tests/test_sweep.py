@@ -92,6 +92,7 @@ def test_write_report_figures_table_and_missing_metric_groups(tmp_path):
                          "ext/groups_all_correct": 0.1, "ext/groups_all_wrong": 0.2, "ext/kept_fraction": 0.7}
                         for s in range(1, 6)]
     failed = Run("raft", 3, tmp_path / "raft-seed3")
+    (tmp_path / "sweep_kl.png").write_bytes(PNG_MAGIC)  # left by an earlier report
     report = write_report(tmp_path, [*runs, failed], records, window=20, tail=2, failures={failed: "exit code 1"},
                           command="python -m openrlhf_ext.cli.sweep --steps 5")
     text = report.read_text()
@@ -103,6 +104,8 @@ def test_write_report_figures_table_and_missing_metric_groups(tmp_path):
     # raft: seeds 1 and 2 -> last-2 reward means 0.1+0.225 and 0.2+0.225
     assert "| raft | 2 | 5 | 0.375 ± 0.071 |" in text and "| group_norm | 2 | 5 | 0.675 ± 0.071 |" in text
     assert "- `raft-seed3`: exit code 1" in text
+    text = write_report(tmp_path, runs, records, window=3, tail=50).read_text()
+    assert "reward (last 5)" in text and "moving average over 3 step(s)" in text  # tail clipped to the run too
 
 
 # ---- run layout, flags and resumability -----------------------------------------------------------

@@ -274,10 +274,11 @@ def plot_figures(per_estimator: Mapping[str, Sequence[Mapping[str, Any]]], out_d
     """One PNG per FIGURES group; ``(title, file name or None when no run logged those metrics)``."""
     made = []
     for name, title, panels in FIGURES:
+        png = out_dir / f"sweep_{name}.png"
         try:
-            png = plot_runs(per_estimator, out_dir / f"sweep_{name}.png", window=window, curves=panels)
-            made.append((title, png.name))
+            made.append((title, plot_runs(per_estimator, png, window=window, curves=panels).name))
         except ValueError:  # no run logged any metric of this group (e.g. KL with --init_kl_coef 0)
+            png.unlink(missing_ok=True)  # a figure of an earlier report would contradict this one
             made.append((title, None))
     return made
 
@@ -293,7 +294,7 @@ def write_report(out_dir: Path, runs: Sequence[Run], records: Mapping[Run, Seque
                      for e in estimators}
     per_estimator = {e: recs for e, recs in per_estimator.items() if recs}
     longest = max((len(recs) for recs in per_estimator.values()), default=1)
-    window = max(1, min(window, longest))
+    window, tail = max(1, min(window, longest)), max(1, min(tail, longest))
     figures = plot_figures(per_estimator, out_dir, window) if per_estimator else []
     rows = {e: [run_summary(records[r], tail) for r in runs if r.estimator == e and r in records] for e in estimators}
     rows = {e: s for e, s in rows.items() if s}
