@@ -3,8 +3,9 @@
 
 It writes a model (tiny random SmolLM2-shaped by default, or the embedded SmolLM2-135M-Instruct),
 16 arithmetic prompts with answers and a reward file into a work directory, then runs
-``python -m openrlhf.cli.train_ppo_ray`` (the stock parser and ``train(args)``, via runpy) in a
-child process after :func:`openrlhf_ext.trainer.cpu.install_driver_patches`: GRPO (``group_norm``),
+OpenRLHF's ``train_ppo_ray`` in a child process: its own ``__main__`` block (parser and
+validation, run by :func:`openrlhf_ext.cli.args.run_stock_main`) and its own ``train(args)``, after
+:func:`openrlhf_ext.trainer.cpu.install_driver_patches`: GRPO (``group_norm``),
 4 samples per prompt, DeepSpeed ZeRO-3 on gloo, KL to a reference-model actor, weights synced to
 the CPU generator after every step.
 
@@ -51,13 +52,17 @@ def reward_func(queries, prompts, labels):
     return {"rewards": rewards, "scores": rewards, "extra_logs": {}}
 '''
 
+# The stock __main__ block (parser + validation) is run by openrlhf_ext.cli.args.run_stock_main and
+# handed the stock train() of the (patched) openrlhf.cli.train_ppo_ray module, so every name the
+# driver looks up (RayActorGroup, create_vllm_engines, placement_group, get_strategy) is the CPU one.
 DRIVER = """
-import runpy, sys
+import sys
+from openrlhf_ext.cli.args import run_stock_main  # imports openrlhf_ext first: the vLLM stand-in
 from openrlhf_ext.trainer.cpu import ensure_ray_for_cpu, install_driver_patches
+import openrlhf.cli.train_ppo_ray as stock
 print("[cpu_smoke] patched:", install_driver_patches(), flush=True)
 ensure_ray_for_cpu()  # Ray with the worker setup hook, before the stock train() would start one without
-sys.argv = ["openrlhf.cli.train_ppo_ray", *sys.argv[1:]]
-runpy.run_module("openrlhf.cli.train_ppo_ray", run_name="__main__", alter_sys=True)
+run_stock_main(sys.argv[1:], stock.train)
 """
 
 
@@ -134,11 +139,12 @@ class MemorySampler(threading.Thread):
         self.peak_rss = 0
         self.peak_pss = 0
         self.peak_processes = 0
+        self.peak_breakdown: list[tuple[int, str]] = []  # (PSS, process) at the PSS peak
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.is_set():
-            rss, pss, count = 0, 0, 0
+            rss, pss, count, breakdown = 0, 0, 0, []
             try:
                 procs = [self.root, *self.root.children(recursive=True)]
             except psutil.NoSuchProcess:
@@ -146,11 +152,14 @@ class MemorySampler(threading.Thread):
             for proc in procs:
                 try:
                     mem = proc.memory_full_info()
+                    name = " ".join(proc.cmdline()[:1])[:60]
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
                 rss, pss, count = rss + mem.rss, pss + mem.pss, count + 1
+                breakdown.append((mem.pss, name))
             self.peak_rss = max(self.peak_rss, rss)
-            self.peak_pss = max(self.peak_pss, pss)
+            if pss > self.peak_pss:
+                self.peak_pss, self.peak_breakdown = pss, sorted(breakdown, reverse=True)
             self.peak_processes = max(self.peak_processes, count)
             self._done.wait(self.interval_s)
 
@@ -172,6 +181,7 @@ def main() -> int:
                         "visibly in one step; 1e-5 for SmolLM2)")
     parser.add_argument("--policy-ranks", type=int, default=1, help="DeepSpeed ranks of the policy")
     parser.add_argument("--log", type=Path, default=None, help="driver log (default: WORKDIR/driver.log)")
+    parser.add_argument("extra", nargs="*", help="more train_ppo_ray flags, after --")
     opts = parser.parse_args()
     if opts.prompts % opts.steps:
         parser.error("--prompts must be a multiple of --steps")
@@ -181,7 +191,7 @@ def main() -> int:
     t0 = time.time()
     model_path, prompts, reward = prepare(opts.workdir, opts.model, opts.prompts)
     prep_s = time.time() - t0
-    cmd = [sys.executable, "-c", DRIVER, *stock_args(model_path, prompts, reward, opts.workdir, opts)]
+    cmd = [sys.executable, "-c", DRIVER, *stock_args(model_path, prompts, reward, opts.workdir, opts), *opts.extra]
     log_path = opts.log or opts.workdir / "driver.log"
     print(f"[cpu_smoke] model {model_path}; driver log {log_path}", flush=True)
     t1 = time.time()
@@ -201,6 +211,8 @@ def main() -> int:
         f"[cpu_smoke] wall: prepare {prep_s:.0f} s, run {run_s:.0f} s; up to {sampler.peak_processes} processes, "
         f"peak summed RSS {sampler.peak_rss / gib:.2f} GiB, peak summed PSS {sampler.peak_pss / gib:.2f} GiB"
     )
+    for pss, name in sampler.peak_breakdown[:8]:
+        print(f"    {pss / gib:5.2f} GiB PSS  {name}")
     return rc if rc else (0 if len(steps) >= opts.steps else 1)
 
 

@@ -276,3 +276,16 @@ def test_worker_patches_in_a_fresh_process():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[-2:] == ["ok", "2"]
+
+
+def test_torch_extensions_cache_is_per_environment(monkeypatch, tmp_path):
+    from openrlhf_ext.trainer.cpu.worker import cpu_worker_env, torch_extensions_dir
+
+    monkeypatch.setenv("OPENRLHF_EXT_CACHE", str(tmp_path))
+    monkeypatch.setattr(sys, "prefix", "/venv/a")
+    first = torch_extensions_dir()
+    monkeypatch.setattr(sys, "prefix", "/venv/b")
+    second = torch_extensions_dir()
+    assert first != second
+    assert all(d.startswith(str(tmp_path / "torch_extensions")) for d in (first, second))
+    assert cpu_worker_env() == {"DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": second}

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,13 @@ CPU = torch.device("cpu")
 
 
 def torch_extensions_dir() -> str:
-    """Stable cache for DeepSpeed's JIT-built CPU ops (the first build takes ~90 s)."""
+    """Stable cache for DeepSpeed's JIT-built CPU ops (the first build takes ~90 s, two compilers
+    at ~1.8 GB each), one per Python environment and torch version: torch rebuilds an op whose
+    recorded build flags differ, so two virtualenvs sharing one directory would keep rebuilding."""
     from openrlhf_ext.models.embedded import default_cache_dir
 
-    return str(Path(default_cache_dir()) / "torch_extensions")
+    env_id = hashlib.sha1(sys.prefix.encode()).hexdigest()[:10]
+    return str(Path(default_cache_dir()) / "torch_extensions" / f"{env_id}-torch{torch.__version__}")
 
 
 def cpu_worker_env() -> dict[str, str]:
