@@ -16,6 +16,10 @@ import pytest
 
 import openrlhf_ext  # noqa: F401  (installs the import shims, see module docstring)
 
+# A bare ray.init() attaches to any Ray instance it finds on the machine (another test's, a
+# developer's). Every Ray the tests start, in-process or in a subprocess, gets its own instance.
+os.environ["RAY_ADDRESS"] = "local"
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("OPENRLHF_EXT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data" / "math"))
 

@@ -59,13 +59,14 @@ def test_train_two_steps_then_resume_to_four(tmp_path, tiny_model_dir):
     run_cli(flags, tmp_path / "first.log")
     first = metrics(out)
     assert [r["step"] for r in first] == [1, 2]
-    for record in first:
+    for record in first:  # every step has a mixed group (see the reward file): none is skipped
+        assert record["ext/skipped_step"] == 0
         assert math.isfinite(record["policy_loss"]) and math.isfinite(record["actor_grad_norm"])
         assert record["actor_grad_norm"] > 0
-        # Half of the prompts have all-correct groups: Reinforce-Rej drops them before the forwards.
-        assert record["ext/groups_all_correct"] >= 0.25
-        assert record["ext/kept_fraction"] < 1.0
         assert record["ext/forward_skipped_fraction"] == pytest.approx(1 - record["ext/kept_fraction"])
+    # 3 of the 8 prompts have all-correct groups: Reinforce-Rej drops them before the forward passes.
+    assert sum(r["ext/groups_all_correct"] for r in first) / len(first) == pytest.approx(3 / 8)
+    assert sum(r["ext/kept_fraction"] for r in first) / len(first) == pytest.approx(5 / 8)
     start = load_file(Path(tiny_model_dir) / "model.safetensors")
     trained = load_file(out / "model.safetensors")
     assert any((start[k] - trained[k]).abs().max() > 0 for k in start), "training did not change the weights"
@@ -93,7 +94,7 @@ def wait_for_dashboard(url: str, head: subprocess.Popen, timeout_s: float = 120.
 
 def test_ray_job_submit_on_a_local_head(tmp_path, tiny_model_dir):
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    env = {**os.environ, "RAY_ADDRESS": "", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     address = "http://127.0.0.1:8291"
     ray_temp = tempfile.mkdtemp(prefix="rayjob", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     # --block keeps the head in this child process: terminating it stops this head only, not the
@@ -109,11 +110,15 @@ def test_ray_job_submit_on_a_local_head(tmp_path, tiny_model_dir):
         wait_for_dashboard(address, head)
         # The default reward (no reward flag): the project's math reward, scored inside the job.
         flags = [*small_run_flags(tiny_model_dir, out), "--advantage_estimator", "group_norm"]
-        submit = subprocess.run(
-            [ray_bin, "job", "submit", "--address", address, "--working-dir", str(REPO),
-             "--", sys.executable, "-m", "openrlhf_ext.cli.train_ppo_ray", *flags],
-            env=env, timeout=900, capture_output=True, text=True,
-        )
+        for _ in range(10):  # the head's job agent can lag its dashboard by a few seconds
+            submit = subprocess.run(
+                [ray_bin, "job", "submit", "--address", address, "--working-dir", str(REPO),
+                 "--", sys.executable, "-m", "openrlhf_ext.cli.train_ppo_ray", *flags],
+                env=env, timeout=900, capture_output=True, text=True,
+            )
+            if "No available agent to submit job" not in submit.stderr:
+                break
+            time.sleep(5)
         assert submit.returncode == 0, (submit.stdout + submit.stderr)[-5000:]
         assert "succeeded" in submit.stdout.lower()
         records = metrics(out)
