@@ -289,3 +289,14 @@ def test_torch_extensions_cache_is_per_environment(monkeypatch, tmp_path):
     assert first != second
     assert all(d.startswith(str(tmp_path / "torch_extensions")) for d in (first, second))
     assert cpu_worker_env() == {"DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": second}
+
+
+def test_runtime_env_carries_the_hook_and_leaves_out_what_the_job_already_sets(monkeypatch):
+    from openrlhf_ext.trainer.cpu import SETUP_HOOK, cpu_runtime_env
+
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")  # as if set by the job's runtime env
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    env = cpu_runtime_env({"EXTRA": "x"})
+    assert env["worker_process_setup_hook"] == SETUP_HOOK == "openrlhf_ext.trainer.cpu.apply_worker_patches"
+    assert "TOKENIZERS_PARALLELISM" not in env["env_vars"]
+    assert env["env_vars"]["DS_ACCELERATOR"] == "cpu" and env["env_vars"]["EXTRA"] == "x"

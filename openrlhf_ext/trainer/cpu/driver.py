@@ -139,7 +139,11 @@ def adapt_args_for_cpu(args: Any) -> list[str]:
 
 def cpu_runtime_env(env_vars: dict[str, str] | None = None) -> dict[str, Any]:
     """``runtime_env`` for ``ray.init`` on a CPU machine: our setup hook in every worker plus the
-    environment it needs (and OpenRLHF's own defaults), merged with ``env_vars``."""
+    environment it needs (and OpenRLHF's own defaults), merged with ``env_vars``.
+
+    Variables this process already has with the same value are left out: under ``ray job submit``
+    they come from the job's runtime env, and Ray refuses to merge a key given twice.
+    """
     env = {
         "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true"),
         "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": os.environ.get("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1"),
@@ -149,15 +153,24 @@ def cpu_runtime_env(env_vars: dict[str, str] | None = None) -> dict[str, Any]:
         if os.environ.get(key):
             env[key] = os.environ[key]
     env.update(env_vars or {})
+    env = {key: value for key, value in env.items() if os.environ.get(key) != value}
     return {"worker_process_setup_hook": SETUP_HOOK, "env_vars": env}
 
 
 def ensure_ray_for_cpu(**init_kwargs: Any) -> None:
     """Start Ray with :func:`cpu_runtime_env` unless it runs; if it runs, insist on our hook
-    (without it the workers would hit ``torch.cuda`` and fail far from the cause)."""
+    (without it the workers would hit ``torch.cuda`` and fail far from the cause).
+
+    Under ``ray job submit --runtime-env-json '{"worker_process_setup_hook": ...}'`` Ray refuses
+    a second ``worker_process_setup_hook`` from ``ray.init``; the job's runtime env then stands.
+    """
     if not ray.is_initialized():
-        ray.init(runtime_env=cpu_runtime_env(), **init_kwargs)
-        return
+        try:
+            ray.init(runtime_env=cpu_runtime_env(), **init_kwargs)
+        except ValueError as err:
+            if "runtime env" not in str(err) or "conflict" not in str(err):
+                raise
+            ray.init(**init_kwargs)
     hook = (ray.get_runtime_context().runtime_env or {}).get("worker_process_setup_hook")
     if hook != SETUP_HOOK:
         raise RuntimeError(
