@@ -43,8 +43,8 @@ class _VllmUnavailable(RuntimeError):
 
 def _vllm_missing(*_args: Any, **_kwargs: Any) -> Any:
     raise _VllmUnavailable(
-        "vLLM is not installed in this environment. On GPU install `openrlhf-ext[gpu]`; on CPU run with "
-        "`--vllm.num_engines 0` (generation then runs on the CPU generator actor)."
+        "vLLM is not installed in this environment. On GPU install `openrlhf-ext[gpu]`; on a machine without "
+        "CUDA, openrlhf_ext's launcher replaces the vLLM engines by CPU generator actors (openrlhf_ext.trainer.cpu)."
     )
 
 

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -92,17 +93,24 @@ def wait_for_dashboard(url: str, head: subprocess.Popen, timeout_s: float = 120.
     raise AssertionError(f"no Ray dashboard at {url} after {timeout_s:.0f} s")
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_ray_job_submit_on_a_local_head(tmp_path, tiny_model_dir):
     ray_bin = str(Path(sys.executable).with_name("ray"))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    address = "http://127.0.0.1:8291"
+    gcs_port, dashboard_port = free_port(), free_port()
+    address = f"http://127.0.0.1:{dashboard_port}"
     ray_temp = tempfile.mkdtemp(prefix="rayjob", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     # --block keeps the head in this child process: terminating it stops this head only, not the
     # other Ray instances on the machine (`ray stop` would stop them all).
     head = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0", "--node-ip-address",
-         "127.0.0.1", "--dashboard-host", "127.0.0.1", "--disable-usage-stats", "--port", "6391",
-         "--dashboard-port", "8291", "--temp-dir", ray_temp],
+         "127.0.0.1", "--dashboard-host", "127.0.0.1", "--disable-usage-stats", "--port", str(gcs_port),
+         "--dashboard-port", str(dashboard_port), "--temp-dir", ray_temp],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     out = tmp_path / "job"
