@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray_address", default=None,
                    help="submit each run with `ray job submit --address ADDR` (output_dir on storage the cluster sees)")
     p.add_argument("--ray_working_dir", default=".", help="--working-dir of the Ray jobs")
+    p.add_argument("--retries", type=int, default=0,
+                   help="restart a failed run up to N times (e.g. after a worker killed for memory)")
     p.add_argument("--dry_run", action="store_true", help="print the runs and their commands, run nothing")
     return p
 
@@ -132,8 +134,8 @@ def sweep(argv: Sequence[str]) -> int:
         if reserved:
             raise ValueError(f"training flag(s) for {', '.join(reserved)}: the sweep sets these per run "
                              f"(use {', '.join(sorted({RESERVED_DESTS[d] for d in reserved}))})")
-        if args.window < 1 or args.tail < 1:
-            raise ValueError("--window and --tail must be >= 1")
+        if args.window < 1 or args.tail < 1 or args.retries < 0:
+            raise ValueError("--window and --tail must be >= 1, --retries >= 0")
         seeds = [int(s) for s in parse_list(args.seeds, "--seeds")]
         runs = plan_runs(parse_list(args.estimators, "--estimators"), seeds, args.output_dir)
     except ValueError as err:
@@ -183,6 +185,11 @@ def sweep(argv: Sequence[str]) -> int:
         _log(f"({i}/{len(plan)}) {run.label}: training, log {run.run_dir / LOG_FILE}")
         started = time.time()
         why = train_one(run, flags, args.steps, args)
+        for attempt in range(1, args.retries + 1):
+            if not why:
+                break
+            _log(f"{run.label}: failed ({why}); retry {attempt}/{args.retries}")
+            why = train_one(run, flags, args.steps, args)
         if why:
             failures[run] = why
             _log(f"{run.label}: FAILED: {why}")
