@@ -16,10 +16,6 @@ import pytest
 
 import openrlhf_ext  # noqa: F401  (installs the import shims, see module docstring)
 
-# A bare ray.init() attaches to any Ray instance it finds on the machine (another test's, a
-# developer's). Every Ray the tests start, in-process or in a subprocess, gets its own instance.
-os.environ["RAY_ADDRESS"] = "local"
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("OPENRLHF_EXT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data" / "math"))
 
@@ -29,6 +25,14 @@ def shared_math_dir() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared math data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def own_ray_instance(request, monkeypatch):
+    """A bare ray.init() attaches to any Ray instance it finds on the machine (another test's, a
+    developer's): the training runs of slow tests, and their subprocesses, start their own."""
+    if request.node.get_closest_marker("slow"):
+        monkeypatch.setenv("RAY_ADDRESS", "local")
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +54,7 @@ def local_ray():
     from openrlhf_ext.trainer.launch import ray_runtime_env
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, runtime_env=ray_runtime_env({}),
+        ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, runtime_env=ray_runtime_env({}),
                  _node_ip_address="127.0.0.1")
     yield ray
     ray.shutdown()

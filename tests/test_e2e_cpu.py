@@ -101,7 +101,8 @@ def free_port() -> int:
 
 def test_ray_job_submit_on_a_local_head(tmp_path, tiny_model_dir):
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # explicit addresses below
+    env["PYTHONUNBUFFERED"] = "1"
     gcs_port, dashboard_port = free_port(), free_port()
     address = f"http://127.0.0.1:{dashboard_port}"
     ray_temp = tempfile.mkdtemp(prefix="rayjob", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
@@ -122,7 +123,7 @@ def test_ray_job_submit_on_a_local_head(tmp_path, tiny_model_dir):
             submit = subprocess.run(
                 [ray_bin, "job", "submit", "--address", address, "--working-dir", str(REPO),
                  "--", sys.executable, "-m", "openrlhf_ext.cli.train_ppo_ray", *flags],
-                env=env, timeout=900, capture_output=True, text=True,
+                env={**env, "RAY_ADDRESS": address}, timeout=900, capture_output=True, text=True,
             )
             if "No available agent to submit job" not in submit.stderr:
                 break
