@@ -48,7 +48,10 @@ EVAL_DIR = "eval"
 _TITLES = dict(CURVES)
 # One PNG per metric group of the issue; panels are (metrics.jsonl key, title).
 FIGURES: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
-    ("reward", "Training reward", (("ext/reward_mean", _TITLES["ext/reward_mean"]),)),
+    # Runs of one sweep may score ±1 or 0/1 (the demo signs the rewards of no-baseline modes): the
+    # fraction correct is the panel comparable across them.
+    ("reward", "Training reward and accuracy", (("ext/reward_mean", _TITLES["ext/reward_mean"]),
+                                                ("ext/correct_fraction", "fraction of responses correct"))),
     ("kl", "KL to the reference model", (("kl", _TITLES["kl"]),)),
     ("entropy", "Policy entropy", (("entropy_loss", _TITLES["entropy_loss"]),)),
     ("length", "Response length, correct vs wrong (tokens)",
