@@ -104,6 +104,12 @@ def test_ray_job_submit_on_a_local_head(tmp_path, tiny_model_dir):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # explicit addresses below
     env["PYTHONUNBUFFERED"] = "1"
     gcs_port, dashboard_port = free_port(), free_port()
+    # Every port a head opens is picked here: Ray's fixed defaults (e.g. the dashboard agent's 52365)
+    # are taken by any other Ray instance on the machine (the session's `local_ray`), and a head whose
+    # agent cannot bind never accepts jobs ("No available agent to submit job").
+    agent_ports = [f"--{name}={free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+        "metrics-export-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
     address = f"http://127.0.0.1:{dashboard_port}"
     ray_temp = tempfile.mkdtemp(prefix="rayjob", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     # --block keeps the head in this child process: terminating it stops this head only, not the
@@ -111,7 +117,7 @@ def test_ray_job_submit_on_a_local_head(tmp_path, tiny_model_dir):
     head = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0", "--node-ip-address",
          "127.0.0.1", "--dashboard-host", "127.0.0.1", "--disable-usage-stats", "--port", str(gcs_port),
-         "--dashboard-port", str(dashboard_port), "--temp-dir", ray_temp],
+         "--dashboard-port", str(dashboard_port), "--temp-dir", ray_temp, *agent_ports],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     out = tmp_path / "job"
