@@ -37,15 +37,19 @@ def launch(args: SimpleNamespace) -> None:
     from openrlhf_ext.trainer.inputs import prepare_inputs
 
     worker_env = prepare_inputs(args)
-    os.environ.update(worker_env)  # the driver-side reward calls (evaluation) read them too
+    ray_env = dict(worker_env)
     if not torch.cuda.is_available():
         from openrlhf_ext.trainer.cpu import install_driver_patches
         from openrlhf_ext.trainer.cpu.worker import cpu_worker_env
 
         install_driver_patches()
-        worker_env.update(cpu_worker_env())
+        ray_env.update(cpu_worker_env())
+    # Built before os.environ gets worker_env: ray_runtime_env leaves out what this process already
+    # has, which must mean "set by the job's runtime env", not "set by us a line above".
+    runtime_env = ray_runtime_env(ray_env)
+    os.environ.update(worker_env)  # the driver-side reward calls (evaluation) read them too
     if not ray.is_initialized():
-        ray.init(runtime_env=ray_runtime_env(worker_env))
+        ray.init(runtime_env=runtime_env)
     with injected():
         stock_train(args)
     write_report(args.ckpt.output_dir)
