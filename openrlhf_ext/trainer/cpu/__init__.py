@@ -30,7 +30,8 @@ target                                                                 why / rep
 =====================================================================  ==================================
 
 plus environment: ``DS_ACCELERATOR=cpu`` (DeepSpeed's CPU accelerator, gloo backend),
-``TORCH_EXTENSIONS_DIR`` in our cache (DeepSpeed's JIT ops are built once), torch threads = cores.
+``TORCH_EXTENSIONS_DIR`` in our cache (DeepSpeed's JIT ops are built once), one torch intra-op thread per worker
+(``$OPENRLHF_EXT_CPU_THREADS``).
 
 Driver side (:data:`~openrlhf_ext.trainer.cpu.driver.DRIVER_PATCHES`, the process calling ``train``)
 

@@ -5,7 +5,6 @@ See the table in :mod:`openrlhf_ext.trainer.cpu` for what each patch is for.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -16,10 +15,11 @@ from openrlhf.trainer.ray.launcher import RayActorGroup
 from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from openrlhf_ext.trainer.cpu.patching import Patch, apply_patches
+from openrlhf_ext.trainer.cpu.patching import Patch, always, apply_patches
 from openrlhf_ext.trainer.cpu.worker import cpu_worker_env
+from openrlhf_ext.trainer.launch import WORKER_SETUP_HOOK as SETUP_HOOK
+from openrlhf_ext.trainer.launch import ray_runtime_env
 
-SETUP_HOOK = "openrlhf_ext.trainer.cpu.apply_worker_patches"
 # Logical CPU share of one placement-group bundle. Actors themselves request 0 CPUs: on a 2-core
 # machine policy + reference + generator + trainer could never each hold a whole core, and they
 # take turns anyway (generation, then scoring, then training).
@@ -144,17 +144,7 @@ def cpu_runtime_env(env_vars: dict[str, str] | None = None) -> dict[str, Any]:
     Variables this process already has with the same value are left out: under ``ray job submit``
     they come from the job's runtime env, and Ray refuses to merge a key given twice.
     """
-    env = {
-        "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true"),
-        "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": os.environ.get("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1"),
-        **cpu_worker_env(),
-    }
-    for key in ("OPENRLHF_EXT_CACHE", "OPENRLHF_EXT_CPU_THREADS"):
-        if os.environ.get(key):
-            env[key] = os.environ[key]
-    env.update(env_vars or {})
-    env = {key: value for key, value in env.items() if os.environ.get(key) != value}
-    return {"worker_process_setup_hook": SETUP_HOOK, "env_vars": env}
+    return ray_runtime_env({**cpu_worker_env(), **(env_vars or {})})
 
 
 def ensure_ray_for_cpu(**init_kwargs: Any) -> None:
@@ -193,19 +183,15 @@ def _strategy_for_cpu(original: Callable) -> Callable:
     return get_strategy
 
 
-def _always(value: Any) -> Callable[[Any], Any]:
-    return lambda _original: value
-
-
 DRIVER_PATCHES: tuple[Patch, ...] = (
-    ("openrlhf.trainer.ray.launcher:RayActorGroup", _always(CpuRayActorGroup)),
-    ("openrlhf.trainer.ray.launcher:placement_group", _always(cpu_placement_group)),
-    ("openrlhf.trainer.ray:create_vllm_engines", _always(create_cpu_generators)),
-    ("openrlhf.trainer.ray.vllm_engine:create_vllm_engines", _always(create_cpu_generators)),
+    ("openrlhf.trainer.ray.launcher:RayActorGroup", always(CpuRayActorGroup)),
+    ("openrlhf.trainer.ray.launcher:placement_group", always(cpu_placement_group)),
+    ("openrlhf.trainer.ray:create_vllm_engines", always(create_cpu_generators)),
+    ("openrlhf.trainer.ray.vllm_engine:create_vllm_engines", always(create_cpu_generators)),
     ("openrlhf.utils:get_strategy", _strategy_for_cpu),
-    ("openrlhf.cli.train_ppo_ray:RayActorGroup", _always(CpuRayActorGroup)),
-    ("openrlhf.cli.train_ppo_ray:placement_group", _always(cpu_placement_group)),
-    ("openrlhf.cli.train_ppo_ray:create_vllm_engines", _always(create_cpu_generators)),
+    ("openrlhf.cli.train_ppo_ray:RayActorGroup", always(CpuRayActorGroup)),
+    ("openrlhf.cli.train_ppo_ray:placement_group", always(cpu_placement_group)),
+    ("openrlhf.cli.train_ppo_ray:create_vllm_engines", always(create_cpu_generators)),
     ("openrlhf.cli.train_ppo_ray:get_strategy", _strategy_for_cpu),
 )
 

@@ -138,7 +138,6 @@ class CpuRolloutActor(RolloutRayActor.__ray_actor_class__):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.executor = _load_agent_executor(agent_func_path) if agent_func_path else SingleTurnAgentExecutor(remote_rm_url)
-        self._mm_pad_token_ids = None
         torch.manual_seed(seed)
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype, attn_implementation="sdpa")
         self.model.eval()

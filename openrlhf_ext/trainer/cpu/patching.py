@@ -23,6 +23,11 @@ from typing import Any
 Factory = Callable[[Any], Any]
 Patch = tuple[str, Factory]
 
+
+def always(value: Any) -> Factory:
+    """Factory that replaces a target by ``value`` itself, whatever the original was."""
+    return lambda _original: value
+
 _PATCHED_FLAG = "__openrlhf_ext_cpu_patch__"
 _lock = threading.RLock()
 

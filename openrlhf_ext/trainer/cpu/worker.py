@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from openrlhf_ext.trainer.cpu.patching import Patch, apply_patches
+from openrlhf_ext.trainer.cpu.patching import Patch, always, apply_patches
 from openrlhf_ext.trainer.cpu.weight_sync import stateless_gloo_group
 
 THREADS_ENV_VAR = "OPENRLHF_EXT_CPU_THREADS"
@@ -57,10 +57,6 @@ def _returning(value: Any) -> Callable[[Callable], Callable]:
     return factory
 
 
-def _always(value: Any) -> Callable[[Any], Any]:
-    return lambda _original: value
-
-
 def _mesh_on_cpu(original: Callable) -> Callable:
     @functools.wraps(original)
     def init_device_mesh(device_type: str, *args: Any, **kwargs: Any) -> Any:
@@ -99,7 +95,7 @@ WORKER_PATCHES: tuple[Patch, ...] = (
     ("torch.cuda:current_stream", _returning(None)),
     ("openrlhf.utils.deepspeed.deepspeed:init_device_mesh", _mesh_on_cpu),
     ("openrlhf.trainer.ppo_utils.replay_buffer:NaiveReplayBuffer.__init__", _replay_buffer_on_cpu),
-    ("openrlhf.trainer.ray.ppo_actor:stateless_init_process_group", _always(stateless_gloo_group)),
+    ("openrlhf.trainer.ray.ppo_actor:stateless_init_process_group", always(stateless_gloo_group)),
 )
 
 
