@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import REPO_ROOT
 
 import openrlhf_ext  # noqa: F401  (installs the import shims, see module docstring)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("OPENRLHF_EXT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data" / "math"))
 
 

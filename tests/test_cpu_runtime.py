@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-import socket
+import os
 import subprocess
 import sys
 import threading
 
 import pytest
 import torch
+from helpers import free_port
 from openrlhf.utils.config import hierarchize
 from vllm import SamplingParams
 
@@ -163,15 +164,9 @@ def test_generator_refuses_what_it_cannot_do(generator):
 # ---- weight-sync group ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_gloo_group_broadcasts_into_the_named_parameter():
     """Rank 0 plays the policy, rank 1 the generator, each on its own thread and group object."""
-    port = _free_port()
+    port = free_port()
     sent = {"w": torch.arange(6, dtype=torch.bfloat16).reshape(2, 3) * 0.5, "b": torch.tensor([1.5, -2.0])}
     receiver = torch.nn.Linear(3, 2).to(torch.bfloat16)
     params = {"w": receiver.weight, "b": receiver.bias}
@@ -268,11 +263,11 @@ print("ok", torch.get_num_threads())
 
 def test_worker_patches_in_a_fresh_process():
     result = subprocess.run(
-        [sys.executable, "-c", WORKER_CHECK % _free_port()],
+        [sys.executable, "-c", WORKER_CHECK % free_port()],
         capture_output=True,
         text=True,
         timeout=300,
-        env={**__import__("os").environ, "OPENRLHF_EXT_CPU_THREADS": "2"},
+        env={**os.environ, "OPENRLHF_EXT_CPU_THREADS": "2"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[-2:] == ["ok", "2"]

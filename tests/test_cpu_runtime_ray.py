@@ -11,7 +11,7 @@ from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
 from openrlhf.utils import get_tokenizer
 from vllm import SamplingParams
 
-from openrlhf_ext.cli.args import run_stock_main
+from openrlhf_ext.cli.args import resolve_train_config
 from openrlhf_ext.trainer.cpu import CpuRayActorGroup, create_cpu_generators, install_driver_patches
 
 pytestmark = pytest.mark.slow
@@ -20,15 +20,12 @@ EOS = 2
 
 
 def stock_args(model: str):
-    captured = []
-    flags = [
+    return resolve_train_config([
         "--actor.model_name_or_path", model, "--algo.advantage.estimator", "group_norm",
         "--rollout.n_samples_per_prompt", "2", "--rollout.batch_size", "2", "--train.batch_size", "4",
         "--train.micro_batch_size", "2", "--ds.zero_stage", "3", "--actor.num_gpus_per_node", "1",
         "--vllm.num_engines", "1", "--algo.kl.init_coef", "0",
-    ]  # fmt: skip
-    run_stock_main(flags, captured.append)
-    return captured[0]
+    ])  # fmt: skip
 
 
 def test_zero3_policy_weights_reach_the_generator(local_ray, tiny_model_dir):

@@ -5,10 +5,6 @@ import pytest
 from openrlhf_ext.eval.curves import head_tail_means, load_metrics, moving_average, plot_runs, summary_table
 
 
-def write_metrics(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 def test_moving_average_is_trailing_and_handles_the_start():
     assert moving_average([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
     assert moving_average([2.0, 4.0], 20) == [2.0, 3.0]

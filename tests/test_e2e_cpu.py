@@ -8,11 +8,9 @@ model's config and tokenizer) to keep CI fast.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,25 +19,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import HALF_FILTERED_REWARD, REPO_ROOT, free_port, read_metrics, small_run_flags
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[1]
-HALF_FILTERED_REWARD = str(REPO / "tests" / "data" / "half_filtered_reward.py")
-
-
-def small_run_flags(model: str, out: Path) -> list[str]:
-    return [
-        "--pretrain", model, "--n_samples_per_prompt", "4", "--ext.template", "chat",
-        "--ext.num_prompts", "8", "--ext.difficulty", "0", "--rollout_batch_size", "4",
-        "--micro_rollout_batch_size", "4", "--train_batch_size", "16", "--micro_train_batch_size", "1",
-        "--generate_max_len", "12", "--max_len", "160", "--actor_num_gpus_per_node", "1",
-        "--ref_num_gpus_per_node", "1", "--vllm_num_engines", "1", "--zero_stage", "3",
-        "--attn_implementation", "sdpa", "--save_path", str(out), "--actor_learning_rate", "1e-4",
-        "--actor.entropy_coef", "0",
-    ]
-
 
 def run_cli(flags: list[str], log: Path) -> None:
     with log.open("w") as f:
@@ -48,17 +31,13 @@ def run_cli(flags: list[str], log: Path) -> None:
     assert proc.returncode == 0, log.read_text()[-5000:]
 
 
-def metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_train_two_steps_then_resume_to_four(tmp_path, tiny_model_dir):
     out = tmp_path / "run"
     flags = [*small_run_flags(tiny_model_dir, out), "--remote_rm_url", HALF_FILTERED_REWARD,
              "--advantage_estimator", "reinforce_rej", "--ckpt.save_steps", "1",
              "--ckpt.path", str(out / "ckpt"), "--ckpt.load_enable"]
     run_cli(flags, tmp_path / "first.log")
-    first = metrics(out)
+    first = read_metrics(out)
     assert [r["step"] for r in first] == [1, 2]
     for record in first:  # every step has a mixed group (see the reward file): none is skipped
         assert record["ext/skipped_step"] == 0
@@ -75,7 +54,7 @@ def test_train_two_steps_then_resume_to_four(tmp_path, tiny_model_dir):
 
     # Same flags, one more episode: resumes from the step-2 checkpoint and continues the count.
     run_cli([*flags, "--num_episodes", "2"], tmp_path / "second.log")
-    resumed = metrics(out)
+    resumed = read_metrics(out)
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
     assert "global_step2" in os.listdir(out / "ckpt" / "_actor")
 
@@ -91,12 +70,6 @@ def wait_for_dashboard(url: str, head: subprocess.Popen, timeout_s: float = 120.
         except OSError:
             time.sleep(1)
     raise AssertionError(f"no Ray dashboard at {url} after {timeout_s:.0f} s")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_ray_job_submit_on_a_local_head(tmp_path, tiny_model_dir):
@@ -128,7 +101,7 @@ def test_ray_job_submit_on_a_local_head(tmp_path, tiny_model_dir):
         flags = [*small_run_flags(tiny_model_dir, out), "--advantage_estimator", "group_norm", "--ext.signed_reward"]
         for _ in range(10):  # the head's job agent can lag its dashboard by a few seconds
             submit = subprocess.run(
-                [ray_bin, "job", "submit", "--address", address, "--working-dir", str(REPO),
+                [ray_bin, "job", "submit", "--address", address, "--working-dir", str(REPO_ROOT),
                  "--", sys.executable, "-m", "openrlhf_ext.cli.train_ppo_ray", *flags],
                 env={**env, "RAY_ADDRESS": address}, timeout=900, capture_output=True, text=True,
             )
@@ -137,7 +110,7 @@ def test_ray_job_submit_on_a_local_head(tmp_path, tiny_model_dir):
             time.sleep(5)
         assert submit.returncode == 0, (submit.stdout + submit.stderr)[-5000:]
         assert "succeeded" in submit.stdout.lower()
-        records = metrics(out)
+        records = read_metrics(out)
         assert [r["step"] for r in records] == [1, 2]
         # ±1 rewards: the random tiny model is wrong far more often than right (0/1 rewards give >= 0).
         assert all(-1.0 <= r["ext/reward_mean"] < 0 for r in records)

@@ -14,21 +14,18 @@ import pytest
 from openrlhf.trainer.ray.launcher import RayActorGroup
 from openrlhf.utils import get_strategy
 
-from openrlhf_ext.cli.args import run_stock_main
+from openrlhf_ext.cli.args import resolve_train_config
 from openrlhf_ext.trainer.injection import DRIVER_PATCHES, injected
 
 pytestmark = pytest.mark.slow
 
 
 def test_workers_run_our_classes(local_ray, tiny_model_dir, prompts_file):
-    captured = {}
-    run_stock_main(
+    args = resolve_train_config(
         ["--pretrain", tiny_model_dir, "--prompt_data", prompts_file, "--input_key", "problem", "--label_key",
          "answer", "--remote_rm_url", "/unused.py", "--advantage_estimator", "reinforce_rej",
-         "--n_samples_per_prompt", "2", "--rollout_batch_size", "4", "--train_batch_size", "8"],
-        train=lambda args: captured.setdefault("args", args),
+         "--n_samples_per_prompt", "2", "--rollout_batch_size", "4", "--train_batch_size", "8"]
     )
-    args = captured["args"]
     originals = {attr: getattr(__import__(mod, fromlist=[attr]), attr) for mod, attr, _ in DRIVER_PATCHES}
 
     with injected():

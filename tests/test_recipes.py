@@ -57,16 +57,21 @@ EXPECTED = {
 }
 
 
-def dry_run(script: str, *args: str, **env: str) -> list[str]:
-    """The `ray job submit ...` command a recipe would run, as a token list."""
+def run_recipe(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """A recipe run with DRY_RUN=1 (prints its `ray job submit` command instead of running it)."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "RUN_NAME", "PROMPT_DATA")}
-    proc = subprocess.run(
+    return subprocess.run(
         ["bash", str(SCRIPTS / script), *args],
         env={**full_env, "DRY_RUN": "1", **env},
         capture_output=True,
         text=True,
         timeout=30,
     )
+
+
+def dry_run(script: str, *args: str, **env: str) -> list[str]:
+    """The `ray job submit ...` command a recipe would run, as a token list."""
+    proc = run_recipe(script, *args, **env)
     assert proc.returncode == 0, proc.stderr
     return shlex.split(proc.stdout)
 
@@ -197,10 +202,7 @@ def test_code_modes_and_layout_from_the_environment():
     ],
 )
 def test_bad_environment_is_a_clear_error(env, message):
-    proc = subprocess.run(
-        ["bash", str(SCRIPTS / "train_grpo.sh")], env={**os.environ, "DRY_RUN": "1", **env},
-        capture_output=True, text=True, timeout=30,
-    )
+    proc = run_recipe("train_grpo.sh", **env)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 

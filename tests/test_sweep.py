@@ -7,7 +7,9 @@ import math
 from pathlib import Path
 
 import pytest
+from helpers import HALF_FILTERED_REWARD, read_metrics, small_run_flags
 
+from openrlhf_ext.cli.args import resolve_train_config
 from openrlhf_ext.cli.sweep import sweep
 from openrlhf_ext.eval.sweep import (
     DONE_FILE,
@@ -21,7 +23,6 @@ from openrlhf_ext.eval.sweep import (
     mean_over_seeds,
     plan_runs,
     reserved_settings,
-    resolve_train_config,
     run_summary,
     steps_flags,
     summary_table,
@@ -177,8 +178,6 @@ def test_dry_run_lists_runs_and_skips_finished_ones(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_cpu_sweep_three_estimators_then_resume(tmp_path, tiny_model_dir, shared_math_dir, capsys):
-    from test_e2e_cpu import HALF_FILTERED_REWARD, small_run_flags
-
     train = small_run_flags(tiny_model_dir, tmp_path / "unused")
     for owned in ("--save_path", "--ext.num_prompts"):  # the sweep sets these per run
         i = train.index(owned)
@@ -191,7 +190,7 @@ def test_cpu_sweep_three_estimators_then_resume(tmp_path, tiny_model_dir, shared
     for estimator in ("raft", "reinforce_rej", "group_norm"):
         run_dir = out / f"{estimator}-seed7"
         assert (run_dir / DONE_FILE).exists() and (run_dir / "model.safetensors").exists()
-        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(run_dir)
         assert [r["step"] for r in rows] == [1, 2]
         eval_report = json.loads((run_dir / "eval" / "report.json").read_text())
         assert eval_report["benchmarks"]["amc23"]["n_problems"] == 2

@@ -17,18 +17,13 @@ from openrlhf.trainer.ppo_utils.experience import Experience
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController
 
-from openrlhf_ext.cli.args import run_stock_main
+from openrlhf_ext.cli.args import resolve_train_config
 from openrlhf_ext.trainer.experience_maker import ExtExperienceMaker
 from openrlhf_ext.trainer.policy_loss import ExtPolicyLoss
 
 
 def parse(*flags: str):
-    captured = {}
-    run_stock_main(
-        ["--pretrain", "/m", "--prompt_data", "/d.jsonl", "--remote_rm_url", "/r.py", *flags],
-        train=lambda args: captured.setdefault("args", args),
-    )
-    return captured["args"]
+    return resolve_train_config(["--pretrain", "/m", "--prompt_data", "/d.jsonl", "--remote_rm_url", "/r.py", *flags])
 
 
 class Strategy:

@@ -470,6 +470,13 @@ def run_stock_main(argv: Sequence[str], train: Callable[[SimpleNamespace], Any])
         raise SystemExit(2) from None
 
 
+def resolve_train_config(flags: Sequence[str]) -> SimpleNamespace:
+    """The training configuration ``flags`` resolve to, validated by the training CLI (no Ray)."""
+    captured: list[SimpleNamespace] = []
+    run_stock_main(list(flags), captured.append)
+    return captured[0]
+
+
 def config_to_dict(args: SimpleNamespace) -> dict[str, Any]:
     def convert(value):
         if isinstance(value, SimpleNamespace):

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from openrlhf_ext.cli.args import resolve_train_config
 from openrlhf_ext.eval.generation import BACKENDS
 from openrlhf_ext.eval.sweep import (
     DEFAULT_ESTIMATORS,
@@ -41,7 +42,6 @@ from openrlhf_ext.eval.sweep import (
     parse_list,
     plan_runs,
     reserved_settings,
-    resolve_train_config,
     run_flags,
     steps_flags,
     train_command,

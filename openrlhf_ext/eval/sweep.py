@@ -107,15 +107,6 @@ def reserved_settings(train_flags: Sequence[str]) -> list[str]:
     return sorted(explicit_dests(build_parser(), train_flags) & set(RESERVED_DESTS))
 
 
-def resolve_train_config(flags: Sequence[str]) -> SimpleNamespace:
-    """The training configuration ``flags`` resolve to, validated by the training CLI (no Ray)."""
-    from openrlhf_ext.cli.args import run_stock_main
-
-    captured: list[SimpleNamespace] = []
-    run_stock_main(list(flags), captured.append)
-    return captured[0]
-
-
 def steps_flags(config: SimpleNamespace, steps: int) -> list[str]:
     """Flags that make a run last ``steps`` steps (one rollout batch each, one episode).
 

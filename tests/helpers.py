@@ -1,0 +1,34 @@
+"""Plain helpers shared by several test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HALF_FILTERED_REWARD = str(REPO_ROOT / "tests" / "data" / "half_filtered_reward.py")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """Every line of run_dir/metrics.jsonl, raw (no per-step dedup, unlike eval.curves.load_metrics)."""
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def small_run_flags(model: str, out: Path) -> list[str]:
+    """A two-step CPU training run of the tiny model (legacy flag spellings, as users type them)."""
+    return [
+        "--pretrain", model, "--n_samples_per_prompt", "4", "--ext.template", "chat",
+        "--ext.num_prompts", "8", "--ext.difficulty", "0", "--rollout_batch_size", "4",
+        "--micro_rollout_batch_size", "4", "--train_batch_size", "16", "--micro_train_batch_size", "1",
+        "--generate_max_len", "12", "--max_len", "160", "--actor_num_gpus_per_node", "1",
+        "--ref_num_gpus_per_node", "1", "--vllm_num_engines", "1", "--zero_stage", "3",
+        "--attn_implementation", "sdpa", "--save_path", str(out), "--actor_learning_rate", "1e-4",
+        "--actor.entropy_coef", "0",
+    ]
