@@ -10,15 +10,14 @@ ALGO ?= reinforce_rej
 setup:
 	@bash scripts/setup_env.sh
 
-test: setup
-	$(PY) -m ruff check openrlhf_ext tests benchmarks
+test: lint
 	$(PY) -m pytest -q tests
 
 demo: setup
 	$(PY) -m openrlhf_ext.cli.train_ppo_ray --advantage_estimator $(ALGO)
 
 lint: setup
-	$(PY) -m ruff check openrlhf_ext tests benchmarks
+	$(PY) -m ruff check openrlhf_ext tests benchmarks scripts
 
 bench: setup
 	$(PY) benchmarks/bench_advantages.py

@@ -35,7 +35,7 @@ pip_install() {
 }
 
 pip_install -U setuptools wheel packaging
-pip_install torch==2.13.0
+pip_install torch  # version from PIP_CONSTRAINT (scripts/constraints-cpu.txt)
 if ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('openrlhf') == '0.11.2'" 2>/dev/null; then
     FLASH_ATTENTION_SKIP_CUDA_BUILD=TRUE FLASH_ATTENTION_FORCE_BUILD=TRUE DS_BUILD_OPS=0 \
         pip_install --no-build-isolation openrlhf==0.11.2
