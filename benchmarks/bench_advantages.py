@@ -31,12 +31,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from types import SimpleNamespace
 
 import torch
 
 import openrlhf_ext  # noqa: F401  (import shims before OpenRLHF's Ray modules)
 from openrlhf_ext.algorithms import compute_token_advantages
+from openrlhf_ext.trainer.stock_reference import max_advantage_gap, shuffled_micro_batches, stock_maker
 
 PROMPT_LEN = 256
 ESTIMATORS = ("group_norm", "reinforce_baseline")
@@ -49,12 +49,8 @@ def build_rollout(num_prompts: int, n: int, max_len: int, micro_batch: int, seed
     total = num_prompts * n
     rewards = torch.randint(0, 2, (total,), generator=gen).float()
     lengths = torch.randint(1, max_len + 1, (total,), generator=gen)
-    order = torch.randperm(total, generator=gen).tolist()
     experiences = []
-    for start in range(0, total, micro_batch):
-        ids = order[start : start + micro_batch]
-        width = int(lengths[ids].max())
-        action_mask = torch.arange(width).unsqueeze(0) < lengths[ids].unsqueeze(1)
+    for ids, action_mask in shuffled_micro_batches(lengths, micro_batch, gen):
         attention_mask = torch.cat([torch.ones(len(ids), PROMPT_LEN, dtype=torch.long), action_mask.long()], dim=1)
         experiences.append(
             Experience(
@@ -78,30 +74,6 @@ def rollout_bytes(experiences: list) -> int:
         for exp in experiences
         for value in vars(exp).values()
         if isinstance(value, torch.Tensor)
-    )
-
-
-def stock_maker(estimator: str, n: int, kl_coef: float):
-    from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
-
-    args = SimpleNamespace(
-        rollout=SimpleNamespace(n_samples_per_prompt=n),
-        algo=SimpleNamespace(advantage=SimpleNamespace(estimator=estimator, gamma=1.0, lambd=1.0, no_std_norm=False)),
-        reward=SimpleNamespace(clip_range=(-10.0, 10.0)),
-    )
-    maker = RemoteExperienceMaker.__new__(RemoteExperienceMaker)
-    maker.strategy = SimpleNamespace(args=args)
-    maker.args = args
-    maker.advantage_estimator = estimator
-    maker.kl_ctl = SimpleNamespace(value=kl_coef)
-    return maker
-
-
-def max_gap(advantages: list[torch.Tensor], stock_experiences: list) -> float:
-    """Largest |difference| of advantages on action tokens."""
-    return max(
-        float((adv.double() - exp.advantages.double())[exp.action_mask].abs().max())
-        for adv, exp in zip(advantages, stock_experiences, strict=True)
     )
 
 
@@ -198,7 +170,7 @@ def main() -> None:
 
     experiences = build_rollout(args.prompts, args.n, args.max_len, args.micro_batch, args.seed)
     # built (and OpenRLHF's Ray modules imported) before anything is measured
-    makers = {estimator: stock_maker(estimator, args.n, args.kl_coef) for estimator in ESTIMATORS}
+    makers = {estimator: stock_maker(estimator, n=args.n, kl_coef=args.kl_coef) for estimator in ESTIMATORS}
     if args.memory_pass:
         memory_pass(experiences, makers, args)
         return
@@ -223,7 +195,7 @@ def main() -> None:
         print(
             f"{estimator:>18}: stock {stock_s:8.3f} s | ours {ours_mean:7.3f} s (mean of {args.repeats}, best "
             f"{min(ours_times):.3f} s) | speed-up {stock_s / ours_mean:6.1f}x | "
-            f"max |adv diff| {max_gap(ours_out.advantages, stock_out):.2e}"
+            f"max |adv diff| {max_advantage_gap(ours_out.advantages, stock_out):.2e}"
         )
         if estimator in memory:
             row = memory[estimator]
@@ -234,8 +206,8 @@ def main() -> None:
         if args.float64_reference:
             reference = run_stock(experiences, makers[estimator], dtype=torch.float64)
             print(
-                f"{'':>18}  distance to stock-in-float64: stock {max_gap([e.advantages for e in stock_out], reference):.2e}, "
-                f"ours {max_gap(ours_out.advantages, reference):.2e}"
+                f"{'':>18}  distance to stock-in-float64: stock {max_advantage_gap([e.advantages for e in stock_out], reference):.2e}, "
+                f"ours {max_advantage_gap(ours_out.advantages, reference):.2e}"
             )
 
 

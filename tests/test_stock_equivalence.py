@@ -18,7 +18,6 @@ whitening (there the bound is 1e-6 + 1e-6·|stock|), ~5e-6 at 4096 tokens.
 from __future__ import annotations
 
 import copy
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -26,26 +25,12 @@ import torch
 import openrlhf_ext  # noqa: F401  (import shims before OpenRLHF's Ray modules)
 from openrlhf_ext.algorithms import PRESETS, compute_token_advantages
 
-experience_maker = pytest.importorskip("openrlhf.trainer.ppo_utils.experience_maker")
+pytest.importorskip("openrlhf.trainer.ppo_utils.experience_maker")
 from openrlhf.trainer.ppo_utils.experience import Experience  # noqa: E402
 
+from openrlhf_ext.trainer.stock_reference import max_advantage_gap, shuffled_micro_batches, stock_maker  # noqa: E402
+
 STOCK_CRITIC_FREE = ("reinforce", "rloo", "reinforce_baseline", "group_norm", "dr_grpo", "flash_reinforce")
-
-
-def _stock_maker(estimator, *, n, gamma, kl_coef, clip_range, no_std_norm):
-    args = SimpleNamespace(
-        rollout=SimpleNamespace(n_samples_per_prompt=n),
-        algo=SimpleNamespace(
-            advantage=SimpleNamespace(estimator=estimator, gamma=gamma, lambd=1.0, no_std_norm=no_std_norm)
-        ),
-        reward=SimpleNamespace(clip_range=clip_range),
-    )
-    maker = experience_maker.RemoteExperienceMaker.__new__(experience_maker.RemoteExperienceMaker)
-    maker.strategy = SimpleNamespace(args=args)
-    maker.args = args
-    maker.advantage_estimator = estimator
-    maker.kl_ctl = SimpleNamespace(value=kl_coef)
-    return maker
 
 
 def _rollout(seed, *, num_prompts=6, n=4, micro_batch=5, max_len=40, continuous=False, dtype=torch.float32):
@@ -59,13 +44,9 @@ def _rollout(seed, *, num_prompts=6, n=4, micro_batch=5, max_len=40, continuous=
         rewards = torch.randint(0, 2, (total,), generator=gen).float()
         rewards[:n] = 1.0  # one all-correct group (std 0)
     lengths = torch.randint(1, max_len + 1, (total,), generator=gen)
-    order = torch.randperm(total, generator=gen).tolist()
     experiences = []
-    for start in range(0, total, micro_batch):
-        ids = order[start : start + micro_batch]
-        width = int(lengths[ids].max())
-        mask = torch.arange(width).unsqueeze(0) < lengths[ids].unsqueeze(1)
-        kl = torch.rand(len(ids), width, generator=gen, dtype=torch.float64) * 0.2 * mask
+    for ids, mask in shuffled_micro_batches(lengths, micro_batch, gen):
+        kl = torch.rand(mask.shape, generator=gen, dtype=torch.float64) * 0.2 * mask
         experiences.append(
             Experience(rewards=rewards[ids].to(dtype), kl=kl.to(dtype), action_mask=mask, index=list(ids), info={})
         )
@@ -89,14 +70,7 @@ def _ours(experiences, estimator, *, n, gamma, kl_coef, clip_range, no_std_norm)
 
 
 def _stock(experiences, estimator, **settings):
-    return _stock_maker(estimator, **settings).compute_advantages_and_returns(copy.deepcopy(experiences))
-
-
-def _max_gap(ours_advantages, stock_experiences):
-    return max(
-        float((adv.double() - exp.advantages.double())[exp.action_mask].abs().max())
-        for adv, exp in zip(ours_advantages, stock_experiences, strict=True)
-    )
+    return stock_maker(estimator, **settings).compute_advantages_and_returns(copy.deepcopy(experiences))
 
 
 def _compare(estimator, experiences, *, n=4, gamma=1.0, kl_coef=0.0, clip_range=(-10.0, 10.0), no_std_norm=False):
@@ -135,8 +109,8 @@ def test_float32_gap_is_stock_rounding(estimator, gamma, kl_coef, shape):
     settings = dict(n=shape["n"], gamma=gamma, kl_coef=kl_coef, clip_range=(-10.0, 10.0), no_std_norm=False)
     rollout32 = _rollout(seed=3, micro_batch=3, **shape)
     reference = _stock(_rollout(seed=3, micro_batch=3, dtype=torch.float64, **shape), estimator, **settings)
-    ours_gap = _max_gap(_ours(rollout32, estimator, **settings).advantages, reference)
-    stock_gap = _max_gap([e.advantages for e in _stock(rollout32, estimator, **settings)], reference)
+    ours_gap = max_advantage_gap(_ours(rollout32, estimator, **settings).advantages, reference)
+    stock_gap = max_advantage_gap([e.advantages for e in _stock(rollout32, estimator, **settings)], reference)
     assert ours_gap < 1e-6
     assert ours_gap < stock_gap
 

@@ -143,18 +143,17 @@ def compute_advantage_result(
     keep_f = keep.to(rewards.dtype)
     batch_w = weights * keep_f
 
+    # a baseline never meets positive_only (AdvantageConfig refuses it), so it always acts on the rewards
+    reward_mean, reward_std, kept_count = _group_mean_std(rewards, keep_f)
     values = torch.ones_like(rewards) if config.positive_only else rewards
     if config.baseline == "group_mean":
-        group_mean, _, _ = _group_mean_std(values, keep_f)
-        values = values - group_mean
+        values = values - reward_mean
     elif config.baseline == "group_loo":
-        count = keep_f.sum(-1, keepdim=True)
-        others = ((values * keep_f).sum(-1, keepdim=True) - values) / (count - 1).clamp(min=1)
+        others = ((values * keep_f).sum(-1, keepdim=True) - values) / (kept_count - 1).clamp(min=1)
         values = values - others
     elif config.baseline == "batch_mean":
         values = values - _weighted_mean(values, batch_w)
 
-    _, reward_std, kept_count = _group_mean_std(rewards, keep_f)
     zero_std_groups = int(((reward_std == 0) & (kept_count >= 2)).sum())
     zero_std_batch = 0
     if config.std_scale == "group":

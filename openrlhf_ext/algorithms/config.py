@@ -115,7 +115,6 @@ class Preset:
         config: the grid point, or None for ``gae`` (critic-based, no grid form).
         policy_loss_type: ``ppo`` (ratio + clip) or ``vanilla`` (−A·log π, RAFT).
         loss_agg_mode: the aggregation the source prescribes, or None to keep the run's setting.
-        requires_group: the estimator needs n_samples_per_prompt >= 2.
         honours_gamma: gamma < 1 is applied. Stock OpenRLHF resets gamma to 1 for every
             critic-free estimator except ``reinforce``; the SPEC presets are defined at gamma 1.
         source: paper / equation the preset reproduces.
@@ -125,9 +124,13 @@ class Preset:
     config: AdvantageConfig | None
     policy_loss_type: str
     loss_agg_mode: str | None
-    requires_group: bool
     honours_gamma: bool
     source: str
+
+    @property
+    def requires_group(self) -> bool:
+        """The estimator needs n_samples_per_prompt >= 2."""
+        return self.config is not None and self.config.uses_groups
 
 
 def _preset(
@@ -145,7 +148,6 @@ def _preset(
         config=config,
         policy_loss_type=policy_loss_type,
         loss_agg_mode=loss_agg_mode,
-        requires_group=config.uses_groups,
         honours_gamma=honours_gamma,
         source=source,
     )
@@ -201,7 +203,6 @@ _PRESET_LIST = (
         config=None,
         policy_loss_type="ppo",
         loss_agg_mode=None,
-        requires_group=False,
         honours_gamma=True,
         source="PPO with GAE (critic-based; stock OpenRLHF path)",
     ),

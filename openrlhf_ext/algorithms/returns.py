@@ -67,6 +67,14 @@ def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
     return out.reshape(batch, num_blocks * block)[:, :length].to(rewards.dtype)
 
 
+def _check_sample_values(sample_values: torch.Tensor, action_mask: torch.Tensor) -> None:
+    if sample_values.dim() != 1 or action_mask.dim() != 2 or action_mask.shape[0] != sample_values.shape[0]:
+        raise ValueError(
+            f"expected sample_values [B] and action_mask [B, T], got {tuple(sample_values.shape)} "
+            f"and {tuple(action_mask.shape)}"
+        )
+
+
 def _last_action_index(action_mask: torch.Tensor) -> torch.Tensor:
     """Index of each row's last action token (0 for a row without any, whose reward is masked out)."""
     positions = torch.arange(1, action_mask.shape[-1] + 1, device=action_mask.device)
@@ -87,11 +95,7 @@ def token_rewards(
     A negative ``kl_coef`` counts as 0, and the clip applies to ``sample_values`` (the baselined
     outcome value), both as in OpenRLHF 0.11.2.
     """
-    if sample_values.dim() != 1 or action_mask.dim() != 2 or action_mask.shape[0] != sample_values.shape[0]:
-        raise ValueError(
-            f"expected sample_values [B] and action_mask [B, T], got {tuple(sample_values.shape)} "
-            f"and {tuple(action_mask.shape)}"
-        )
+    _check_sample_values(sample_values, action_mask)
     values = sample_values
     if reward_clip_range is not None:
         low, high = reward_clip_range
@@ -124,11 +128,7 @@ def token_returns(
 def broadcast_to_tokens(sample_values: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
     """Each response's scalar on every one of its action tokens, 0 elsewhere: the token advantages of
     SPEC §1's presets (KL 0, gamma 1), equal to :func:`token_returns` on the action tokens."""
-    if sample_values.dim() != 1 or action_mask.dim() != 2 or action_mask.shape[0] != sample_values.shape[0]:
-        raise ValueError(
-            f"expected sample_values [B] and action_mask [B, T], got {tuple(sample_values.shape)} "
-            f"and {tuple(action_mask.shape)}"
-        )
+    _check_sample_values(sample_values, action_mask)
     return sample_values.unsqueeze(-1) * action_mask
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import ray
 import torch
 from openrlhf.trainer.ray import ppo_actor
 from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer, PolicyModelActor
 
+from openrlhf_ext.trainer.injection import swapped
 from openrlhf_ext.trainer.policy_loss import ExtPolicyLoss
 
 # Weight of the metrics of a micro-batch that holds masked rows only (no action token at all).
@@ -48,21 +46,10 @@ class ExtActorPPOTrainer(ActorPPOTrainer):
         return status
 
 
-@contextmanager
-def _actor_trainer_class(cls: type) -> Iterator[None]:
-    """Within this worker, let ``PolicyModelActor`` build ``cls`` as its actor trainer."""
-    original = ppo_actor.ActorPPOTrainer
-    ppo_actor.ActorPPOTrainer = cls
-    try:
-        yield
-    finally:
-        ppo_actor.ActorPPOTrainer = original
-
-
 class _ExtPolicyModelActor(PolicyModelActor.__ray_actor_class__):
     def init_model_from_pretrained(self, strategy, pretrain, max_steps=None, vllm_engines=None):
         # A worker-side, scoped swap: stock init builds the actor trainer by this module name.
-        with _actor_trainer_class(ExtActorPPOTrainer):
+        with swapped(ppo_actor, "ActorPPOTrainer", ExtActorPPOTrainer):
             super().init_model_from_pretrained(strategy, pretrain, max_steps, vllm_engines)
 
     def runtime_classes(self) -> dict[str, str]:

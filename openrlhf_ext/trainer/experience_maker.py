@@ -15,6 +15,7 @@ then skips the optimizer step.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -28,14 +29,12 @@ from openrlhf_ext.trainer.metrics import rollout_metrics
 
 logger = init_logger(__name__)
 
-GRID_SWITCHES = ("filter", "positive_only", "baseline", "std_scale", "stats", "correct_threshold")
-
 
 def advantage_config_from_args(args) -> AdvantageConfig | None:
     """The grid point the resolved CLI arguments describe; None for the critic-based ``gae``."""
     if get_preset(args.algo.advantage.estimator).config is None:
         return None
-    return AdvantageConfig(**{k: getattr(args.ext, k) for k in GRID_SWITCHES})
+    return AdvantageConfig(**{f.name: getattr(args.ext, f.name) for f in dataclasses.fields(AdvantageConfig)})
 
 
 @dataclass
@@ -69,9 +68,7 @@ class ExtExperienceMaker(RemoteExperienceMaker):
             return self._prepared
         if self.grid is None or any(s.rewards is None for s in rollout_samples):
             return None
-        for sample in rollout_samples:
-            sample.rewards = sample.rewards.to(torch.promote_types(sample.rewards.dtype, torch.float32))
-        apply_length_penalties(rollout_samples, self.args)
+        self._shape_rewards(rollout_samples)
         n = self.args.rollout.n_samples_per_prompt
         rewards = torch.cat([s.rewards.reshape(-1) for s in rollout_samples])
         if rewards.numel() % n:
@@ -94,15 +91,12 @@ class ExtExperienceMaker(RemoteExperienceMaker):
 
     @torch.no_grad()
     def make_experience_batch(self, rollout_samples: list[Experience]) -> list[Experience]:
-        if self.grid is None:
-            return super().make_experience_batch(rollout_samples)
-        for i, sample in enumerate(rollout_samples):
-            sample.index = [i]
         prepared = self.prepare(rollout_samples)
         self._prepared = None
-        if prepared is None:  # rewards from a reward model: every sample goes through the forwards
-            experiences = self.make_experience(self.split_rollout_samples(rollout_samples))
-            return self.compute_advantages_and_returns(experiences)
+        if prepared is None:  # gae, or rewards from a reward model: every sample goes through the forwards
+            return super().make_experience_batch(rollout_samples)
+        for i, sample in enumerate(rollout_samples):
+            sample.index = [i]  # global ids, carried into the masked rows
         kept_ids = prepared.keep.nonzero().flatten().tolist()
         dropped_ids = (~prepared.keep).nonzero().flatten().tolist()
         experiences = _interleave(
@@ -145,12 +139,16 @@ class ExtExperienceMaker(RemoteExperienceMaker):
         """Stock entry point (rewards not yet shaped): length penalties, then the grid."""
         if self.grid is None:
             return super().compute_advantages_and_returns(experiences)
-        for exp in experiences:
-            exp.rewards = exp.rewards.to(torch.promote_types(exp.rewards.dtype, torch.float32))
-        apply_length_penalties(experiences, self.args)
+        self._shape_rewards(experiences)
         self._grid_advantages(experiences)
         self.last_metrics["forward_skipped_fraction"] = 0.0
         return experiences
+
+    def _shape_rewards(self, items: list[Experience]) -> None:
+        """Stock's first two steps: rewards in at least float32, then OpenRLHF's length penalties."""
+        for item in items:
+            item.rewards = item.rewards.to(torch.promote_types(item.rewards.dtype, torch.float32))
+        apply_length_penalties(items, self.args)
 
     def _grid_advantages(self, experiences: list[Experience]) -> None:
         if not experiences:

@@ -37,6 +37,17 @@ def _resolve(spec: str):
 
 
 @contextmanager
+def swapped(owner: object, attr: str, value: object) -> Iterator[None]:
+    """Set ``owner.attr`` to ``value`` for the duration of the block, then restore it."""
+    original = getattr(owner, attr)
+    setattr(owner, attr, value)
+    try:
+        yield
+    finally:
+        setattr(owner, attr, original)
+
+
+@contextmanager
 def injected() -> Iterator[None]:
     """Point OpenRLHF's driver at our classes; restore the originals afterwards."""
     saved = []

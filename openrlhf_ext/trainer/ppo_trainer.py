@@ -95,20 +95,20 @@ class _ExtPPOTrainer(PPOTrainer.__ray_actor_class__):
         reflection = reflection_rate(response_texts(rollout_samples, self.tokenizer))
         reward_stats = reward_step_stats(rollout_samples)
         maker = self.experience_maker
-        if maker.all_filtered(rollout_samples):
+        skipped = maker.all_filtered(rollout_samples)
+        if skipped:
             logger.warning(
                 f"step {global_step + 1}: the {maker.grid.filter!r} filter dropped all {len(rollout_samples)} samples; "
                 "skipping the update (no optimizer step)"
             )
             metrics = {**maker.prepare(rollout_samples).stats, **maker.rollout_metrics(rollout_samples),
                        "forward_skipped_fraction": 1.0}
-            status = {f"ext/{k}": v for k, v in metrics.items()}
-            status.update(self._compute_rollout_stats(rollout_samples))
-            status.update({"ext/skipped_step": 1.0, "ext/reflection_rate": reflection, **reward_stats})
-            return status, global_step + 1
-        status, global_step = super().train_step(rollout_samples, global_step)
-        status.update({f"ext/{k}": v for k, v in maker.last_metrics.items()})
-        status.update({"ext/skipped_step": 0.0, "ext/reflection_rate": reflection, **reward_stats})
+            status, global_step = self._compute_rollout_stats(rollout_samples), global_step + 1
+        else:
+            status, global_step = super().train_step(rollout_samples, global_step)
+            metrics = maker.last_metrics
+        status.update({f"ext/{k}": v for k, v in metrics.items()})
+        status.update({"ext/skipped_step": float(skipped), "ext/reflection_rate": reflection, **reward_stats})
         return status, global_step
 
     def save_logs_and_checkpoints(self, global_step: int, logs_dict=None, client_states=None) -> None:
