@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 # (module, attribute, replacement "module:attribute")
 DRIVER_PATCHES: tuple[tuple[str, str, str], ...] = (
@@ -50,15 +50,10 @@ def swapped(owner: object, attr: str, value: object) -> Iterator[None]:
 @contextmanager
 def injected() -> Iterator[None]:
     """Point OpenRLHF's driver at our classes; restore the originals afterwards."""
-    saved = []
-    try:
+    with ExitStack() as stack:
         for module_name, attr, replacement in DRIVER_PATCHES:
             module = importlib.import_module(module_name)
             if not hasattr(module, attr):
                 raise RuntimeError(f"{module_name}.{attr} no longer exists: OpenRLHF changed its injection points")
-            saved.append((module, attr, getattr(module, attr)))
-            setattr(module, attr, _resolve(replacement))
+            stack.enter_context(swapped(module, attr, _resolve(replacement)))
         yield
-    finally:
-        for module, attr, original in reversed(saved):
-            setattr(module, attr, original)

@@ -5,12 +5,11 @@ See the table in :mod:`openrlhf_ext.trainer.cpu` for what each patch is for.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 
 from openrlhf_ext.trainer.cpu.patching import Patch, always, apply_patches
 from openrlhf_ext.trainer.cpu.weight_sync import stateless_gloo_group
+from openrlhf_ext.trainer.injection import swapped
 
 THREADS_ENV_VAR = "OPENRLHF_EXT_CPU_THREADS"
 # One intra-op thread per worker. Our actors overlap (policy and reference score the same batch,
@@ -65,23 +65,13 @@ def _mesh_on_cpu(original: Callable) -> Callable:
     return init_device_mesh
 
 
-@contextlib.contextmanager
-def _cuda_index_zero() -> Iterator[None]:
-    current = torch.cuda.current_device
-    torch.cuda.current_device = lambda: 0
-    try:
-        yield
-    finally:
-        torch.cuda.current_device = current
-
-
 def _replay_buffer_on_cpu(original: Callable) -> Callable:
     """The stock constructor formats ``f"cuda:{torch.cuda.current_device()}"``: give it index 0
     to format, then point the buffer's target device at the CPU."""
 
     @functools.wraps(original)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        with _cuda_index_zero():
+        with swapped(torch.cuda, "current_device", lambda: 0):
             original(self, *args, **kwargs)
         self.target_device = CPU
 
