@@ -25,10 +25,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-# Module names that we may stand in for. Listed here so an OpenRLHF upgrade that imports more
-# GPU-only names shows up in one place.
-SHIMMED_MODULES = ("flash_attn_2_cuda", "vllm", "vllm.inputs", "vllm.utils")
-
 
 def _real_module_available(name: str) -> bool:
     try:

@@ -108,13 +108,13 @@ def train_one(run: Run, flags: list[str], steps: int, args: argparse.Namespace) 
     return finish_run(run.run_dir, flags, steps, time.time() - started)
 
 
-def evaluate_run(run: Run, args: argparse.Namespace, settings: Any, reward: Any) -> dict[str, float]:
+def evaluate_run(run: Run, args: argparse.Namespace, settings: Any, reward: Any,
+                 benchmarks: dict[str, list[dict[str, str]]]) -> dict[str, float]:
     """avg@k of the run's final model, from its eval report when one with these settings exists."""
-    from openrlhf_ext.eval.evaluate import REPORT_JSON, evaluate, load_benchmarks
+    from openrlhf_ext.eval.evaluate import REPORT_JSON, evaluate
     from openrlhf_ext.eval.generation import make_generator
 
     out = run.run_dir / EVAL_DIR
-    benchmarks = load_benchmarks(parse_list(args.eval_data, "--eval_data"), limit=settings.limit)
     if (out / REPORT_JSON).exists():
         report = json.loads((out / REPORT_JSON).read_text())
         if report["settings"] == dataclasses.asdict(settings) and list(report["benchmarks"]) == list(benchmarks):
@@ -155,7 +155,7 @@ def sweep(argv: Sequence[str]) -> int:
     out_dir = Path(args.output_dir).resolve()
     command = "python -m openrlhf_ext.cli.sweep " + shlex.join(argv)
 
-    eval_settings = reward = None
+    eval_settings = reward = benchmarks = None
     if args.eval_data:
         from openrlhf_ext.eval.evaluate import EvalSettings, load_benchmarks
         from openrlhf_ext.rewards import RewardConfig
@@ -167,7 +167,7 @@ def sweep(argv: Sequence[str]) -> int:
                 n_samples=args.eval_n_samples, max_new_tokens=args.eval_max_new_tokens or config.rollout.max_new_tokens,
                 greedy=args.eval_greedy, template=template, limit=args.eval_limit)
             reward = RewardConfig(template=template, timeout_s=config.ext.reward_timeout)
-            load_benchmarks(parse_list(args.eval_data, "--eval_data"), limit=args.eval_limit)
+            benchmarks = load_benchmarks(parse_list(args.eval_data, "--eval_data"), limit=args.eval_limit)
         except ValueError as err:
             parser.error(str(err))
 
@@ -196,15 +196,15 @@ def sweep(argv: Sequence[str]) -> int:
         else:
             _log(f"{run.label}: done in {time.time() - started:.0f} s")
 
-    from openrlhf_ext.eval.curves import load_metrics
+    from openrlhf_ext.eval.curves import METRICS_FILE, load_metrics
 
     done = [run for run in runs if run not in failures]
-    records = {run: load_metrics(run.run_dir / "metrics.jsonl") for run in done}
+    records = {run: load_metrics(run.run_dir / METRICS_FILE) for run in done}
     evals = {}
     if eval_settings is not None:
         for run in done:
             try:
-                evals[run] = evaluate_run(run, args, eval_settings, reward)
+                evals[run] = evaluate_run(run, args, eval_settings, reward, benchmarks)
             except Exception as err:  # noqa: BLE001  (one run's eval failing must not lose the others' report)
                 failures[run] = f"evaluation failed: {err!r}"
                 _log(f"{run.label}: evaluation FAILED: {err!r}")

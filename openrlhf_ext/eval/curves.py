@@ -7,6 +7,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+METRICS_FILE = "metrics.jsonl"  # written by openrlhf_ext.trainer.ppo_trainer into --ckpt.output_dir
+
 # (metrics.jsonl key, panel title); one panel each.
 CURVES: tuple[tuple[str, str], ...] = (
     ("ext/reward_mean", "training reward"),

@@ -46,6 +46,11 @@ class EvalSettings:
             raise ValueError(f"temperature must be > 0 for sampling, got {self.temperature} (use greedy for T=0)")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
+        self.sampling()  # max_new_tokens / top_p are checked where they are used
+
+    def sampling(self) -> SamplingSettings:
+        """The sampled responses' generation settings."""
+        return SamplingSettings(self.n_samples, self.temperature, self.max_new_tokens, self.top_p, self.seed)
 
 
 def benchmark_name(source: str) -> str:
@@ -98,9 +103,8 @@ def evaluate(generator: Generator, benchmarks: Mapping[str, Sequence[Mapping[str
     prompts = [apply_template(p["problem"], settings.template, generator.tokenizer) for _, _, p in problems]
     print(f"[openrlhf_ext.eval] {len(problems)} problems of {len(benchmarks)} benchmark(s) x {settings.n_samples} "
           f"samples{' + greedy' if settings.greedy else ''}", flush=True)
-    sampled = SamplingSettings(settings.n_samples, settings.temperature, settings.max_new_tokens, settings.top_p,
-                               settings.seed)
-    records = _scored_records(problems, generator.generate(prompts, sampled), range(settings.n_samples), reward)
+    records = _scored_records(problems, generator.generate(prompts, settings.sampling()), range(settings.n_samples),
+                              reward)
     if settings.greedy:
         greedy = generator.generate(prompts, SamplingSettings(1, 0.0, settings.max_new_tokens, seed=settings.seed))
         records += _scored_records(problems, greedy, [GREEDY], reward)

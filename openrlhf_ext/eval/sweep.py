@@ -22,7 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from openrlhf_ext.eval.curves import CURVES, load_metrics, plot_runs, series
+from openrlhf_ext.eval.curves import CURVES, METRICS_FILE, load_metrics, plot_runs, series
 
 # The estimators of the issue / README table (critic-free); a sweep may name any preset.
 DEFAULT_ESTIMATORS = (
@@ -149,7 +149,7 @@ def model_saved(run_dir: Path) -> bool:
 
 
 def logged_steps(run_dir: Path) -> int:
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS_FILE
     return len(load_metrics(path)) if path.exists() else 0
 
 

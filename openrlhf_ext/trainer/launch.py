@@ -57,8 +57,7 @@ def launch(args: SimpleNamespace) -> None:
 
 def write_report(output_dir: str) -> None:
     """Curves PNG and summary table of the run in ``output_dir`` (from its metrics.jsonl)."""
-    from openrlhf_ext.eval.curves import load_metrics, plot_runs, summary_table
-    from openrlhf_ext.trainer.ppo_trainer import METRICS_FILE
+    from openrlhf_ext.eval.curves import METRICS_FILE, load_metrics, plot_runs, summary_table
 
     metrics = Path(output_dir) / METRICS_FILE
     if not metrics.exists():

@@ -22,13 +22,13 @@ import torch
 from openrlhf.trainer.ppo_trainer import PPOTrainer
 from openrlhf.utils.logging_utils import init_logger
 
+from openrlhf_ext.eval.curves import METRICS_FILE
 from openrlhf_ext.rewards import summarize_logs
 from openrlhf_ext.trainer.experience_maker import ExtExperienceMaker
 from openrlhf_ext.trainer.metrics import reflection_rate
 
 logger = init_logger(__name__)
 
-METRICS_FILE = "metrics.jsonl"
 
 
 def response_texts(samples, tokenizer) -> list[str]:
