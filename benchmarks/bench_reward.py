@@ -22,7 +22,6 @@ of 1 on the full mix.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -31,6 +30,7 @@ import threading
 import time
 from pathlib import Path
 
+from openrlhf_ext.data import load_problems
 from openrlhf_ext.rewards import RewardConfig, ScoringPool, percentile, score_responses
 from openrlhf_ext.rewards.corpus import (
     HANGING_OUTPUTS,
@@ -47,8 +47,7 @@ def build_items(n: int, adversarial: float, seed: int) -> tuple[list, list[str],
     rng = random.Random(seed)
     rows = []
     for name, forms in (("math500", ("boxed", "answer_tag")), ("gsm8k_train", ("boxed", "answer_tag", "gsm8k"))):
-        with (DATA / f"{name}.jsonl").open(encoding="utf-8") as f:
-            rows += [(json.loads(line)["answer"], forms) for line in f]
+        rows += [(p["answer"], forms) for p in load_problems(str(DATA / f"{name}.jsonl"))]
     bad = list(HANGING_OUTPUTS.values()) + list(QUICK_BAD_OUTPUTS.values())
     n_bad = round(n * adversarial)
     responses, labels, flags = [], [], []

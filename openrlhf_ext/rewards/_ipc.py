@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pickle
 import struct
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 HEADER = struct.Struct(">Q")
@@ -33,10 +34,15 @@ def _read_exact_blocking(stream: BinaryIO, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def read_frame_blocking(stream: BinaryIO) -> Any | None:
-    """The next frame's object, or ``None`` at end of stream."""
-    header = _read_exact_blocking(stream, HEADER.size)
+def read_frame(read_exact: Callable[[int], bytes | None]) -> Any | None:
+    """The next frame's object read with ``read_exact(n)`` (exactly ``n`` bytes, or ``None`` at end of stream)."""
+    header = read_exact(HEADER.size)
     if header is None:
         return None
-    body = _read_exact_blocking(stream, HEADER.unpack(header)[0])
+    body = read_exact(HEADER.unpack(header)[0])
     return None if body is None else pickle.loads(body)
+
+
+def read_frame_blocking(stream: BinaryIO) -> Any | None:
+    """The next frame's object, or ``None`` at end of stream."""
+    return read_frame(lambda n: _read_exact_blocking(stream, n))

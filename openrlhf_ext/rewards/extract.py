@@ -17,6 +17,7 @@ on 1 MB of text or 10k nested braces. Every function is pure.
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -84,24 +85,21 @@ def strip_thousands(number: str) -> str:
     return s.replace(",", "") if _THOUSANDS_RE.fullmatch(s) else s
 
 
+def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    last = deque(pattern.finditer(text), maxlen=1)
+    return last[0] if last else None
+
+
 def last_gsm8k(text: str) -> str | None:
     """The number after the last ``####`` marker (``$`` and thousands separators dropped)."""
-    found = None
-    for m in _GSM8K_RE.finditer(text):
-        found = m.group(1)
-    if found is None:
-        return None
-    return strip_thousands(found.replace("$", "").replace(" ", ""))
+    m = _last_match(_GSM8K_RE, text)
+    return None if m is None else strip_thousands(m.group(1).replace("$", "").replace(" ", ""))
 
 
 def last_number(text: str) -> str | None:
     """The last integer, decimal or ``a/b`` fraction in ``text`` (the documented fallback)."""
-    found = None
-    for m in _NUMBER_RE.finditer(text):
-        found = m.group(0)
-    if found is None:
-        return None
-    return strip_thousands(found.rstrip(",").replace(" ", ""))
+    m = _last_match(_NUMBER_RE, text)
+    return None if m is None else strip_thousands(m.group(0).rstrip(",").replace(" ", ""))
 
 
 def extract_answer(response: str, fallback: bool = True) -> Extraction:

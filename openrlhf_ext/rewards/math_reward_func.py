@@ -21,23 +21,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from openrlhf_ext.rewards.config import RewardConfig
-from openrlhf_ext.rewards.extract import response_from_query
-from openrlhf_ext.rewards.scoring import score_responses
+from openrlhf_ext.rewards.scoring import score_queries
 
 
 def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[object], **_: object) -> dict:
     """OpenRLHF's ``reward_func`` protocol (see module docstring)."""
     import torch  # the caller (an OpenRLHF actor) has torch loaded; the scoring workers do not need it
 
-    config = RewardConfig.from_env()
-    responses = [response_from_query(q, p) for q, p in zip(queries, prompts, strict=True)]
-    batch = score_responses(responses, labels, config)
+    answer = score_queries(queries, prompts, labels, RewardConfig.from_env())
 
     def tensor(values: list[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float32)
 
     return {
-        "rewards": tensor(batch.rewards),
-        "scores": tensor(batch.correct),
-        "extra_logs": {key: tensor(values) for key, values in batch.per_sample_logs().items()},
+        "rewards": tensor(answer["rewards"]),
+        "scores": tensor(answer["scores"]),
+        "extra_logs": {key: tensor(values) for key, values in answer["extra_logs"].items()},
     }

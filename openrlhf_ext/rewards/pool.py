@@ -29,7 +29,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import pickle
 import select
 import signal
 import socket
@@ -44,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openrlhf_ext.rewards._ipc import HEADER, PID, READY, SPAWN, encode_frame
+from openrlhf_ext.rewards._ipc import PID, READY, SPAWN, encode_frame, read_frame
 from openrlhf_ext.rewards.verdict import Verdict
 
 logger = logging.getLogger(__name__)
@@ -130,8 +129,7 @@ class _Worker:
         return bytes(buf)
 
     def _read_frame(self, deadline: float) -> Any:
-        (size,) = HEADER.unpack(self._read_exact(HEADER.size, deadline))
-        return pickle.loads(self._read_exact(size, deadline))
+        return read_frame(lambda n: self._read_exact(n, deadline))
 
     def wait_ready(self, timeout_s: float) -> None:
         if not self.ready:

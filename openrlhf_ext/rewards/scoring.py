@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from openrlhf_ext.rewards.config import RewardConfig
+from openrlhf_ext.rewards.extract import response_from_query
 from openrlhf_ext.rewards.pool import ScoringPool, shared_pool
 
 
@@ -185,3 +187,17 @@ def score_responses(
             for o in outcomes
         ]
     )
+
+
+def score_queries(
+    queries: Sequence[str],
+    prompts: Sequence[str],
+    labels: Sequence[object],
+    config: RewardConfig | None = None,
+    pool: ScoringPool | None = None,
+) -> dict[str, Any]:
+    """OpenRLHF's reward answer for decoded prompt + response ``queries``: ``rewards``, ``scores`` and
+    ``extra_logs`` as lists (the reward file makes tensors of them, the HTTP server sends them as JSON)."""
+    responses = [response_from_query(q, p) for q, p in zip(queries, prompts, strict=True)]
+    batch = score_responses(responses, labels, config, pool=pool)
+    return {"rewards": batch.rewards, "scores": batch.correct, "extra_logs": batch.per_sample_logs()}

@@ -30,9 +30,8 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from openrlhf_ext.rewards.config import TEMPLATES, RewardConfig
-from openrlhf_ext.rewards.extract import response_from_query
 from openrlhf_ext.rewards.pool import ScoringPool
-from openrlhf_ext.rewards.scoring import score_responses
+from openrlhf_ext.rewards.scoring import score_queries
 
 logger = logging.getLogger("openrlhf_ext.rewards.server")
 
@@ -61,23 +60,14 @@ def parse_request(data: object) -> tuple[list[str], list[str], list[str]]:
     return queries, prompts, [str(label) for label in labels]
 
 
-def score_request(
-    queries: Sequence[str], prompts: Sequence[str], labels: Sequence[str], config: RewardConfig, pool: ScoringPool
-) -> dict:
-    """The JSON answer for one request."""
-    responses = [response_from_query(q, p) for q, p in zip(queries, prompts, strict=True)]
-    batch = score_responses(responses, labels, config, pool=pool)
-    return {"rewards": batch.rewards, "scores": batch.correct, "extra_logs": batch.per_sample_logs()}
-
-
 async def _get_reward(request: web.Request) -> web.Response:
     try:
         queries, prompts, labels = parse_request(await request.json())
-    except (BadRequest, ValueError) as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         return web.json_response({"error": str(exc)}, status=400)
     app = request.app
     answer = await asyncio.get_running_loop().run_in_executor(
-        None, score_request, queries, prompts, labels, app[_CONFIG_KEY], app[_POOL_KEY]
+        None, score_queries, queries, prompts, labels, app[_CONFIG_KEY], app[_POOL_KEY]
     )
     return web.json_response(answer)
 

@@ -32,6 +32,7 @@ from dataclasses import asdict
 from typing import BinaryIO
 
 from openrlhf_ext.rewards._ipc import PID, READY, SPAWN, encode_frame, read_frame_blocking
+from openrlhf_ext.rewards.verdict import Verdict
 
 
 def _limit_cpu(extra_seconds: float) -> None:
@@ -66,12 +67,10 @@ def serve(proto_in: BinaryIO, proto_out: BinaryIO) -> None:
         _limit_cpu(request["cpu_s"])
         try:
             reply = asdict(judge(request["response"], request["label"], request["template"], request["fallback"]))
-        except MemoryError:
-            reply = {"correct": False, "format_ok": False, "method": "none", "answer": None}
-            reply.update(error="exception:MemoryError", recycle=True)
         except Exception as exc:  # noqa: BLE001 - anything the input provokes is a wrong answer
-            reply = {"correct": False, "format_ok": False, "method": "none", "answer": None}
-            reply["error"] = f"exception:{type(exc).__name__}"
+            reply = asdict(Verdict(False, False, "none", None, f"exception:{type(exc).__name__}"))
+            if isinstance(exc, MemoryError):
+                reply["recycle"] = True  # the pool replaces a worker whose heap may be fragmented
         proto_out.write(encode_frame(reply))
         proto_out.flush()
 
