@@ -34,11 +34,13 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NoReturn
 
 from openrlhf_ext.algorithms.config import PRESETS, STOCK_ESTIMATORS
+from openrlhf_ext.cli.checks import RangeError, check_numeric_ranges
 
 STOCK_MODULE = "openrlhf.cli.train_ppo_ray"
+PROG = "python -m openrlhf_ext.cli.train_ppo_ray"
 
 NEW_LOSS_AGG_MODES = ("seq-mean-token-sum", "seq-mean-token-sum-norm")
 NEW_POLICY_LOSS_TYPES = ("vanilla",)
@@ -275,7 +277,7 @@ def extend_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _extend_choices(parser, "actor.loss_agg_mode", NEW_LOSS_AGG_MODES)
     _add_ext_arguments(parser)
     _add_legacy_aliases(parser)
-    parser.prog = "python -m openrlhf_ext.cli.train_ppo_ray"
+    parser.prog = PROG
     parser.error = types.MethodType(_one_line_error, parser)
     return parser
 
@@ -457,17 +459,26 @@ def run_stock_main(argv: Sequence[str], train: Callable[[SimpleNamespace], Any])
         extend_parser(parser)
         ns = parser.parse_args(list(argv))
         try:
+            check_numeric_ranges(ns)
             return finalize_extensions(ns, explicit_dests(parser, argv))
-        except ConfigError as err:
+        except (ConfigError, RangeError) as err:
             parser.error(str(err))
 
+    validated: list[SimpleNamespace] = []
     try:
         with _hooked_parse_args(parse):
-            _exec_stock_main(train)
+            _exec_stock_main(validated.append)
     except AssertionError as err:
         # OpenRLHF validates with bare asserts; turn them into one clear line and exit code 2.
-        print(f"{sys.argv[0] if sys.argv else 'train_ppo_ray'}: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with_error(str(err), code=2)
+    # Outside the try: an AssertionError raised while training is a failure, not a bad flag.
+    train(validated[0])
+
+
+def exit_with_error(message: str, code: int) -> NoReturn:
+    """One line on stderr, as argparse words its errors, and exit ``code``."""
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
 
 
 def resolve_train_config(flags: Sequence[str]) -> SimpleNamespace:
