@@ -18,9 +18,15 @@ def one_line_error(capsys, *flags: str) -> str:
     with pytest.raises(SystemExit) as exit_info:
         main([*BASE, *flags, "--print_config"])
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
+    return error_line(capsys)
+
+
+def error_line(capsys) -> str:
+    """The one error line on stderr, the last one (informational lines may precede it)."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in lines if ": error: " in line]
+    assert errors == lines[-1:], lines
+    return errors[0]
 
 
 @pytest.mark.parametrize(
@@ -57,3 +63,84 @@ def test_valid_edge_values_pass(capsys):
 def test_every_range_names_a_real_flag():
     dests = {action.dest for action in build_parser()._actions}
     assert not set(RANGES) - dests
+
+
+# ---------------------------------------------------------------------------------------------
+# Model folders and prompt files, checked at launch before ray.init
+
+
+def launch_error(capsys, model: str, prompts: str, out, *flags: str) -> str:
+    """Run the real CLI up to launch; it must stop before Ray with one line and exit code 2."""
+    import ray
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--pretrain", model, "--prompt_data", prompts, "--advantage_estimator", "reinforce",
+              "--generate_max_len", "16", "--max_len", "64", "--save_path", str(out), *flags])
+    assert exit_info.value.code == 2
+    assert not ray.is_initialized()
+    return error_line(capsys)
+
+
+def write_lines(path, *lines: str) -> str:
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+def test_malformed_jsonl_without_template_names_file_and_line(capsys, tmp_path, tiny_model_dir):
+    prompts = write_lines(tmp_path / "p.jsonl", '{"input": "1+1?"}', '{"input": "2+2?"', '{"input": "3"}')
+    err = launch_error(capsys, tiny_model_dir, prompts, tmp_path / "out")
+    assert f"--data.prompt_dataset: {prompts}:2: invalid JSON" in err
+
+
+def test_missing_input_key_and_label_key_are_named(capsys, tmp_path, tiny_model_dir):
+    prompts = write_lines(tmp_path / "p.jsonl", '{"input": "1+1?", "answer": "2"}', '{"question": "2+2?"}')
+    err = launch_error(capsys, tiny_model_dir, prompts, tmp_path / "out")
+    assert f"{prompts}:2: 'input' (--data.input_key) must be a non-empty string" in err
+    prompts = write_lines(tmp_path / "q.jsonl", '{"input": "1+1?", "answer": "2"}', '{"input": "2+2?"}')
+    err = launch_error(capsys, tiny_model_dir, prompts, tmp_path / "out", "--label_key", "answer")
+    assert f"{prompts}:2: 'answer' (--data.label_key) is missing or null" in err
+
+
+def test_missing_prompt_file_is_one_line(capsys, tmp_path, tiny_model_dir):
+    err = launch_error(capsys, tiny_model_dir, str(tmp_path / "nope.jsonl"), tmp_path / "out")
+    assert err.endswith(f"--data.prompt_dataset: {tmp_path / 'nope.jsonl'}: no such file")
+    # The same loader reads the files of the template path, with the same one-line errors.
+    err = launch_error(capsys, tiny_model_dir, str(tmp_path / "nope.jsonl"), tmp_path / "out",
+                       "--ext.template", "r1")
+    assert f"--data.prompt_dataset: {tmp_path / 'nope.jsonl'}: no such file" in err
+
+
+def test_malformed_eval_file_is_named(capsys, tmp_path, tiny_model_dir):
+    prompts = write_lines(tmp_path / "p.jsonl", '{"input": "1+1?"}')
+    evals = write_lines(tmp_path / "e.jsonl", "[1, 2]")
+    err = launch_error(capsys, tiny_model_dir, prompts, tmp_path / "out", "--eval_dataset", evals)
+    assert f"--eval.dataset: {evals}:1: expected a JSON object, got list" in err
+
+
+def test_missing_model_folder(capsys, tmp_path):
+    prompts = write_lines(tmp_path / "p.jsonl", '{"input": "1+1?"}')
+    err = launch_error(capsys, str(tmp_path / "no_model"), prompts, tmp_path / "out")
+    assert err.endswith(f"--actor.model_name_or_path: {tmp_path / 'no_model'}: no such model folder")
+    (tmp_path / "empty_model").mkdir()
+    err = launch_error(capsys, str(tmp_path / "empty_model"), prompts, tmp_path / "out")
+    assert "no config.json" in err
+
+
+def test_prompt_over_the_budget_is_refused_not_truncated(capsys, tmp_path, tiny_model_dir):
+    long_problem = "what is " + " plus ".join(str(i) for i in range(40)) + "?"
+    prompts = write_lines(tmp_path / "p.jsonl", '{"input": "1+1?"}', json.dumps({"input": long_problem}))
+    err = launch_error(capsys, tiny_model_dir, prompts, tmp_path / "out")
+    assert f"--data.max_len: {prompts}:2: prompt of " in err
+    assert "over the prompt budget of 48 (--data.max_len 64 - --rollout.max_new_tokens 16); 1 of 2" in err
+
+
+def test_good_inputs_pass_and_keep_stock_prompt_semantics(tmp_path, tiny_model_dir):
+    from openrlhf_ext.cli.args import resolve_train_config
+    from openrlhf_ext.trainer.inputs import prepare_inputs
+
+    prompts = write_lines(tmp_path / "p.jsonl", json.dumps({"q": [{"role": "user", "content": "1+1?"}], "a": 2}))
+    args = resolve_train_config(["--pretrain", tiny_model_dir, "--prompt_data", prompts, "--input_key", "q",
+                                 "--label_key", "a", "--apply_chat_template", "--advantage_estimator", "reinforce",
+                                 "--generate_max_len", "16", "--max_len", "128", "--save_path", str(tmp_path / "o")])
+    prepare_inputs(args)  # chat messages are a valid input with --apply_chat_template
+    assert args.data.prompt_dataset == prompts

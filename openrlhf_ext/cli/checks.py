@@ -1,21 +1,39 @@
-"""Checks of the numeric flags, run on the parsed command line before anything starts.
+"""Every check of a run's input that can be made before Ray starts, each failing with one line that
+names the flag (and file:line); the CLI exits 2 on them.
 
-OpenRLHF validates only a few combinations; a negative learning rate, a zero batch size or a
-``nan`` clip range parse fine and fail (or silently train wrongly) much later. :data:`RANGES` gives
-the valid range of every numeric flag whose sign or range means something; any float flag must
-also be finite unless it is in :data:`INFINITE_ALLOWED`.
+* numeric flags (:func:`check_numeric_ranges`, on the parsed command line, so ``--print_config``
+  refuses them too): OpenRLHF validates only a few combinations, and a negative learning rate, a
+  zero batch size or a ``nan`` clip range parse fine and fail (or silently train wrongly) much later.
+  :data:`RANGES` gives the valid range of every numeric flag whose sign or range means something;
+  any float flag must also be finite unless it is in :data:`INFINITE_ALLOWED`;
+* model folders (:func:`check_models`) and prompt / eval files (:func:`check_prompt_files`), at
+  launch, once the embedded placeholders are resolved: every local file is read by the project's
+  loader (:func:`openrlhf_ext.data.read_rows`) and each record is turned into the prompt exactly as
+  OpenRLHF's ``PromptDataset`` will (its own ``preprocess_data``); a prompt longer than the prompt
+  budget, which OpenRLHF's generator would cut from the left with a log line only, is an error.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from openrlhf_ext.data import DatasetFormatError, read_rows
 
 
-class RangeError(ValueError):
-    """A numeric flag out of its range; the message starts with the flag."""
+class InputError(ValueError):
+    """Input found bad before Ray starts; the message starts with the flag it is about."""
+
+
+class RangeError(InputError):
+    """A numeric flag out of its range."""
 
 
 @dataclass(frozen=True)
@@ -143,3 +161,97 @@ def check_numeric_ranges(ns: argparse.Namespace) -> None:
         low, high = getattr(ns, dest)
         if not low < high:
             raise RangeError(f"--{dest}: LOW must be below HIGH, got {low:g} {high:g}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Model folders and prompt files (at launch, before ray.init)
+
+# "org/name" (a Hugging Face Hub id, downloaded on first use) rather than a local path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def check_model_path(flag: str, name: str) -> None:
+    """A local model folder must hold a ``config.json``; a Hub id is accepted unless offline and not cached."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise InputError(f"{flag}: {name}: no config.json, not a Hugging Face model folder")
+        return
+    if _HUB_ID.match(name):
+        offline = any(os.environ.get(var, "0") not in ("", "0") for var in _OFFLINE_VARS)
+        if not offline:
+            return
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return
+        raise InputError(f"{flag}: {name}: not a local folder, and not in the Hugging Face cache (offline mode)")
+    raise InputError(f"{flag}: {name}: no such model folder")
+
+
+def check_models(args: SimpleNamespace) -> None:
+    check_model_path("--actor.model_name_or_path", args.actor.model_name_or_path)
+    if args.critic.model_name_or_path:
+        check_model_path("--critic.model_name_or_path", args.critic.model_name_or_path)
+    if args.reward.model_name_or_path and not args.reward.remote_url:
+        for name in args.reward.model_name_or_path.split(","):
+            check_model_path("--reward.model_name_or_path", name.strip())
+
+
+def _local_sources(value: str) -> list[str]:
+    """The local files / folders of a stock ``a.jsonl,b@subdir,org/name`` dataset list (Hub names skipped)."""
+    sources = []
+    for part in value.split(","):
+        source = part.split("@")[0].strip()
+        if source and (Path(source).exists() or not _HUB_ID.match(source)):
+            sources.append(source)
+    return sources
+
+
+def _stock_prompt(obj: Any, where: str, data: SimpleNamespace, chat_template: Any) -> str:
+    """The prompt OpenRLHF's ``PromptDataset`` builds from one record (its own ``preprocess_data``)."""
+    from openrlhf.datasets.prompts_dataset import preprocess_data
+
+    if not isinstance(obj, dict):
+        raise DatasetFormatError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    value = obj.get(data.input_key)
+    is_chat = isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value)
+    if not ((isinstance(value, str) and value.strip()) or (chat_template and is_chat)):
+        shown = "missing" if data.input_key not in obj else f"a {type(value).__name__}"
+        raise DatasetFormatError(f"{where}: {data.input_key!r} (--data.input_key) must be a non-empty string"
+                                 f"{' or a list of chat messages' if chat_template else ''}; it is {shown}")
+    if data.label_key is not None and obj.get(data.label_key) is None:
+        raise DatasetFormatError(f"{where}: {data.label_key!r} (--data.label_key) is missing or null")
+    try:
+        prompt, _ = preprocess_data(obj, data.input_template, data.input_key, data.label_key, chat_template)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:  # template formatting of this record
+        raise DatasetFormatError(f"{where}: cannot build the prompt: {exc}") from None
+    return prompt
+
+
+def check_prompt_files(args: SimpleNamespace, tokenizer: Any) -> None:
+    """Read every local prompt / eval file and check its prompts fit the prompt budget."""
+    data = args.data
+    chat_template = tokenizer.apply_chat_template if data.apply_chat_template else None
+    # OpenRLHF's generator keeps max_len - max_new_tokens prompt tokens (max_len - 1 without max_new_tokens).
+    new_tokens = args.rollout.max_new_tokens or 1
+    budget = data.max_len - new_tokens
+    for flag, value in (("--data.prompt_dataset", data.prompt_dataset), ("--eval.dataset", args.eval.dataset)):
+        for source in _local_sources(value or ""):
+            try:
+                rows = read_rows(source)[: data.max_samples]
+                prompts = [(where, _stock_prompt(obj, where, data, chat_template)) for where, obj in rows]
+            except DatasetFormatError as err:
+                raise InputError(f"{flag}: {err}") from None
+            if not prompts:
+                raise InputError(f"{flag}: {source}: no prompts")
+            lengths = [len(ids) for ids in tokenizer([p for _, p in prompts], add_special_tokens=False)["input_ids"]]
+            over = [(where, n) for (where, _), n in zip(prompts, lengths, strict=True) if n > budget]
+            if over:
+                where, n = over[0]
+                raise InputError(
+                    f"--data.max_len: {where}: prompt of {n} tokens, over the prompt budget of {budget} "
+                    f"(--data.max_len {data.max_len} - --rollout.max_new_tokens {new_tokens}); {len(over)} of "
+                    f"{len(prompts)} prompts in {flag} are over it and would be cut; raise --data.max_len or shorten them"
+                )

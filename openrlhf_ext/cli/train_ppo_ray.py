@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 from types import SimpleNamespace
 
-from openrlhf_ext.cli.args import dump_config, run_stock_main
+from openrlhf_ext.cli.args import dump_config, exit_with_error, run_stock_main
+from openrlhf_ext.cli.checks import InputError
 
 
 def train(args: SimpleNamespace) -> None:
@@ -26,7 +27,14 @@ def train(args: SimpleNamespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    run_stock_main(sys.argv[1:] if argv is None else argv, train)
+    from openrlhf_ext.trainer.failures import RunFailure
+
+    try:
+        run_stock_main(sys.argv[1:] if argv is None else argv, train)
+    except InputError as err:  # found before Ray started
+        exit_with_error(str(err), code=2)
+    except RunFailure as err:
+        exit_with_error(str(err), code=1)
 
 
 if __name__ == "__main__":

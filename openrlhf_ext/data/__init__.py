@@ -7,6 +7,7 @@ from openrlhf_ext.data.datasets import (
     build_prompt_file,
     build_prompt_records,
     load_problems,
+    read_rows,
     write_jsonl,
 )
 from openrlhf_ext.data.synthetic import generate_problems
@@ -22,5 +23,6 @@ __all__ = [
     "build_prompt_records",
     "generate_problems",
     "load_problems",
+    "read_rows",
     "write_jsonl",
 ]

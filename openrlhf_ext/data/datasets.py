@@ -48,8 +48,11 @@ def _record(obj: Any, where: str, problem_key: str, answer_key: str) -> dict[str
     return {"problem": problem, "answer": str(answer)}
 
 
-def _load_jsonl(path: Path, problem_key: str, answer_key: str) -> list[dict[str, str]]:
-    records = []
+Row = tuple[str, Any]  # (where: "file:line" or "file[index]", the parsed object)
+
+
+def _read_jsonl(path: Path) -> list[Row]:
+    rows = []
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
             where = f"{path}:{lineno}"
@@ -60,24 +63,24 @@ def _load_jsonl(path: Path, problem_key: str, answer_key: str) -> list[dict[str,
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetFormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            records.append(_record(obj, where, problem_key, answer_key))
-    return records
+                rows.append((where, json.loads(line.rstrip("\r\n"))))  # columns of this line
+            except (json.JSONDecodeError, RecursionError) as exc:
+                reason = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else "nested too deep"
+                raise DatasetFormatError(f"{where}: invalid JSON ({reason})") from None
+    return rows
 
 
-def _load_json(path: Path, problem_key: str, answer_key: str) -> list[dict[str, str]]:
+def _read_json(path: Path) -> list[Row]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise DatasetFormatError(f"{path}: invalid JSON: {exc}") from None
     if not isinstance(data, list):
         raise DatasetFormatError(f"{path}: expected a JSON list of objects (use .jsonl for one object per line)")
-    return [_record(obj, f"{path}[{i}]", problem_key, answer_key) for i, obj in enumerate(data)]
+    return [(f"{path}[{i}]", obj) for i, obj in enumerate(data)]
 
 
-def _load_hf(source: str, problem_key: str, answer_key: str, split: str) -> list[dict[str, str]]:
+def _read_hf(source: str, split: str) -> list[Row]:
     import datasets  # heavy; only for this kind of source
 
     path = Path(source)
@@ -91,7 +94,21 @@ def _load_hf(source: str, problem_key: str, answer_key: str, split: str) -> list
         if split not in data:
             raise DatasetFormatError(f"{source}: no split {split!r}; available: {list(data)}")
         data = data[split]
-    return [_record(row, f"{source}[{i}]", problem_key, answer_key) for i, row in enumerate(data)]
+    return [(f"{source}[{i}]", row) for i, row in enumerate(data)]
+
+
+def read_rows(source: str, split: str = "train") -> list[Row]:
+    """Every record of a prompt file (``.jsonl``, ``.json``) or ``datasets`` source, unvalidated, with
+    where it comes from; a missing local file or unreadable line raises :class:`DatasetFormatError`."""
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".parquet", ".csv", ".arrow") and not path.is_file():
+        raise DatasetFormatError(f"{source}: no such file")
+    if suffix == ".jsonl":
+        return _read_jsonl(path)
+    if suffix == ".json":
+        return _read_json(path)
+    return _read_hf(source, split)
 
 
 def load_problems(
@@ -115,14 +132,7 @@ def load_problems(
 
         records = parse_puzzle_source(source, seed=seed, default_n=limit)
     else:
-        path = Path(source)
-        suffix = path.suffix.lower()
-        if suffix == ".jsonl":
-            records = _load_jsonl(path, problem_key, answer_key)
-        elif suffix == ".json":
-            records = _load_json(path, problem_key, answer_key)
-        else:
-            records = _load_hf(source, problem_key, answer_key, split)
+        records = [_record(obj, where, problem_key, answer_key) for where, obj in read_rows(source, split)]
     if not records:
         raise DatasetFormatError(f"{source}: no problems")
     return records[:limit] if limit is not None else records

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 from openrlhf_ext.cli.args import EMBEDDED_MODEL, EMBEDDED_PROMPTS
-from openrlhf_ext.data import INPUT_KEY, LABEL_KEY, build_prompt_file
+from openrlhf_ext.cli.checks import InputError, check_models, check_prompt_files
+from openrlhf_ext.data import INPUT_KEY, LABEL_KEY, DatasetFormatError, build_prompt_file
 from openrlhf_ext.rewards import RewardConfig, unsigned_reward_warning
 
 
@@ -37,15 +39,13 @@ def resolve_model(args: SimpleNamespace) -> None:
         args.critic.model_name_or_path = path
 
 
-def _templated_file(source: str, out: Path, args: SimpleNamespace, problem_key: str, answer_key: str,
-                    limit: int | None = None) -> str:
-    tokenizer = None
-    if args.ext.template == "chat":
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(args.actor.model_name_or_path)
-    path = build_prompt_file(source, out, args.ext.template, tokenizer, problem_key=problem_key,
-                             answer_key=answer_key, limit=limit, seed=args.train.seed)
+def _templated_file(flag: str, source: str, out: Path, args: SimpleNamespace, tokenizer: Any, problem_key: str,
+                    answer_key: str, limit: int | None = None) -> str:
+    try:
+        path = build_prompt_file(source, out, args.ext.template, tokenizer, problem_key=problem_key,
+                                 answer_key=answer_key, limit=limit, seed=args.train.seed)
+    except DatasetFormatError as err:
+        raise InputError(f"{flag}: {err}") from None
     _log(f"prompts ({args.ext.template} template) from {source}: {path}")
     return str(path)
 
@@ -57,21 +57,23 @@ def _problem_answer_keys(data: SimpleNamespace) -> tuple[str, str]:
     return data.input_key, data.label_key or "answer"
 
 
-def resolve_prompts(args: SimpleNamespace) -> None:
+def resolve_prompts(args: SimpleNamespace, tokenizer: Any) -> None:
     run_dir = Path(args.ckpt.output_dir)
     data = args.data
     problem_key, answer_key = _problem_answer_keys(data)
+    flag = "--data.prompt_dataset"
     if data.prompt_dataset == EMBEDDED_PROMPTS:
         source = f"synthetic:{args.ext.difficulty}:{args.ext.num_prompts}"
-        data.prompt_dataset = _templated_file(source, run_dir / "prompts.jsonl", args, "problem", "answer")
+        data.prompt_dataset = _templated_file(flag, source, run_dir / "prompts.jsonl", args, tokenizer,
+                                              "problem", "answer")
     elif args.ext.template:
-        data.prompt_dataset = _templated_file(data.prompt_dataset, run_dir / "prompts.jsonl", args,
+        data.prompt_dataset = _templated_file(flag, data.prompt_dataset, run_dir / "prompts.jsonl", args, tokenizer,
                                               problem_key, answer_key, limit=data.max_samples)
     else:
         return
     if args.eval.dataset:
-        args.eval.dataset = _templated_file(args.eval.dataset, run_dir / "eval_prompts.jsonl", args,
-                                            problem_key, answer_key)
+        args.eval.dataset = _templated_file("--eval.dataset", args.eval.dataset, run_dir / "eval_prompts.jsonl",
+                                            args, tokenizer, problem_key, answer_key)
     # The files now hold finished prompts under our keys: no second template from OpenRLHF.
     data.input_key, data.label_key = INPUT_KEY, LABEL_KEY
     data.apply_chat_template, data.input_template = False, None
@@ -86,8 +88,15 @@ def reward_env(args: SimpleNamespace) -> dict[str, str]:
 
 
 def prepare_inputs(args: SimpleNamespace) -> dict[str, str]:
-    """Resolve model and prompts in place; return the environment the Ray workers need."""
-    Path(args.ckpt.output_dir).mkdir(parents=True, exist_ok=True)
+    """Resolve model and prompts in place and check them (:class:`InputError` if bad); return the
+    environment the Ray workers need."""
+    from transformers import AutoTokenizer
+
     resolve_model(args)
-    resolve_prompts(args)
+    check_models(args)
+    tokenizer = AutoTokenizer.from_pretrained(args.actor.model_name_or_path, trust_remote_code=True,
+                                              use_fast=not args.data.disable_fast_tokenizer)
+    Path(args.ckpt.output_dir).mkdir(parents=True, exist_ok=True)
+    resolve_prompts(args, tokenizer)
+    check_prompt_files(args, tokenizer)
     return reward_env(args)

@@ -32,7 +32,9 @@ def launch(args: SimpleNamespace) -> None:
     import ray
     import torch
     from openrlhf.cli.train_ppo_ray import train as stock_train
+    from ray.exceptions import RayError
 
+    from openrlhf_ext.trainer.failures import RunFailure, describe_failure
     from openrlhf_ext.trainer.injection import injected
     from openrlhf_ext.trainer.inputs import prepare_inputs
 
@@ -50,8 +52,11 @@ def launch(args: SimpleNamespace) -> None:
     os.environ.update(worker_env)  # the driver-side reward calls (evaluation) read them too
     if not ray.is_initialized():
         ray.init(runtime_env=runtime_env)
-    with injected():
-        stock_train(args)
+    try:
+        with injected():
+            stock_train(args)
+    except RayError as err:
+        raise RunFailure(describe_failure(err, args.ckpt.output_dir)) from err
     write_report(args.ckpt.output_dir)
 
 

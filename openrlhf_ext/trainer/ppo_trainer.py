@@ -25,6 +25,7 @@ from openrlhf.utils.logging_utils import init_logger
 from openrlhf_ext.eval.curves import METRICS_FILE
 from openrlhf_ext.rewards import summarize_logs
 from openrlhf_ext.trainer.experience_maker import ExtExperienceMaker
+from openrlhf_ext.trainer.failures import check_rewards
 from openrlhf_ext.trainer.metrics import reflection_rate
 
 logger = init_logger(__name__)
@@ -92,6 +93,7 @@ class _ExtPPOTrainer(PPOTrainer.__ray_actor_class__):
         self.metrics_path = os.path.join(self.args.ckpt.output_dir, METRICS_FILE)
 
     def train_step(self, rollout_samples, global_step: int):
+        check_rewards(rollout_samples, self.args.reward.remote_url)
         reflection = reflection_rate(response_texts(rollout_samples, self.tokenizer))
         reward_stats = reward_step_stats(rollout_samples)
         maker = self.experience_maker
