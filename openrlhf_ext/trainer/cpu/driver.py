@@ -13,9 +13,10 @@ import ray
 import torch
 from openrlhf.trainer.ray.launcher import RayActorGroup
 from ray.util.placement_group import placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from openrlhf_ext.platform import VLLM_MISSING, vllm_is_real
 from openrlhf_ext.trainer.cpu.patching import Patch, always, apply_patches
+from openrlhf_ext.trainer.cpu.rollout import CPU_ROLLOUT_ACTOR
 from openrlhf_ext.trainer.cpu.worker import cpu_worker_env
 from openrlhf_ext.trainer.launch import WORKER_SETUP_HOOK as SETUP_HOOK
 from openrlhf_ext.trainer.launch import ray_runtime_env
@@ -61,53 +62,6 @@ class CpuRayActorGroup(RayActorGroup):
         super()._initiate_actors(pg, 0)
 
 
-def create_cpu_generators(
-    num_engines: int,
-    tensor_parallel_size: int,
-    pretrain: str,
-    seed: int,
-    full_determinism: bool,
-    enable_prefix_caching: bool,
-    enforce_eager: bool,
-    max_model_len: int,
-    shared_pg=None,  # noqa: ANN001
-    gpu_memory_utilization: float | None = None,
-    vllm_enable_sleep: bool = False,
-    logprobs_mode: str | None = None,
-    agent_func_path: str | None = None,
-    remote_rm_url: str | list[str] | None = None,
-    max_images_per_prompt: int = 0,
-) -> list:
-    """Same signature and result as ``openrlhf.trainer.ray.create_vllm_engines``: one
-    :class:`~openrlhf_ext.trainer.cpu.generator.CpuRolloutActor` per requested engine.
-
-    vLLM-only knobs (prefix caching, eager mode, memory utilisation, sleep) have no meaning here.
-    """
-    from openrlhf_ext.trainer.cpu.generator import CpuRolloutRayActor
-
-    if tensor_parallel_size != 1:
-        raise ValueError(f"the CPU generator has no tensor parallelism (got --vllm.tensor_parallel_size {tensor_parallel_size})")
-    if max_images_per_prompt > 0:
-        raise ValueError("the CPU generator is text-only (--data.max_images_per_prompt must be 0)")
-    engines = []
-    for i in range(num_engines):
-        options: dict[str, Any] = {"num_cpus": 0, "num_gpus": 0}
-        if shared_pg is not None:
-            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                placement_group=shared_pg, placement_group_bundle_index=i
-            )
-        engines.append(
-            CpuRolloutRayActor.options(**options).remote(
-                model=pretrain,
-                seed=seed + i,
-                agent_func_path=agent_func_path,
-                remote_rm_url=remote_rm_url,
-                logprobs_mode=logprobs_mode,
-            )
-        )
-    return engines
-
-
 def adapt_args_for_cpu(args: Any) -> list[str]:
     """Rewrite stock arguments that can only mean CUDA into their CPU equivalents, in place.
 
@@ -130,10 +84,10 @@ def adapt_args_for_cpu(args: Any) -> list[str]:
     if "flash" in str(args.ds.attn_implementation) or "/" in str(args.ds.attn_implementation):
         change("ds", "attn_implementation", "sdpa", "flash-attention kernels need CUDA")
     if not args.vllm.num_engines:
-        change("vllm", "num_engines", 1, "OpenRLHF generates only through rollout engines; one CPU generator")
-    change("vllm", "tensor_parallel_size", 1, "no tensor parallelism on the CPU generator")
-    change("vllm", "sync_backend", "gloo", "weights go to the generator over gloo, not NCCL / CUDA IPC")
+        change("vllm", "num_engines", 1, "OpenRLHF generates only through vLLM engines; one on CPU")
+    change("vllm", "sync_backend", "gloo", "weights go to the vLLM engines over gloo, not NCCL / CUDA IPC")
     change("vllm", "sync_with_ray", False, "Ray's gloo collective would join DeepSpeed's default group")
+    change("vllm", "enable_sleep", False, "vLLM's sleep mode frees CUDA memory; a CPU engine has none to free")
     return changes
 
 
@@ -177,6 +131,7 @@ def _strategy_for_cpu(original: Callable) -> Callable:
     def get_strategy(args: Any) -> Any:
         for line in adapt_args_for_cpu(args):
             _log(line)
+        CPU_ROLLOUT_ACTOR.set_param_dtype(args.ds.param_dtype)
         ensure_ray_for_cpu()
         return original(args)
 
@@ -186,19 +141,22 @@ def _strategy_for_cpu(original: Callable) -> Callable:
 DRIVER_PATCHES: tuple[Patch, ...] = (
     ("openrlhf.trainer.ray.launcher:RayActorGroup", always(CpuRayActorGroup)),
     ("openrlhf.trainer.ray.launcher:placement_group", always(cpu_placement_group)),
-    ("openrlhf.trainer.ray:create_vllm_engines", always(create_cpu_generators)),
-    ("openrlhf.trainer.ray.vllm_engine:create_vllm_engines", always(create_cpu_generators)),
+    ("openrlhf.trainer.ray.vllm_engine:placement_group", always(cpu_placement_group)),
+    ("openrlhf.trainer.ray.vllm_engine:RolloutRayActor", always(CPU_ROLLOUT_ACTOR)),
     ("openrlhf.utils:get_strategy", _strategy_for_cpu),
     ("openrlhf.cli.train_ppo_ray:RayActorGroup", always(CpuRayActorGroup)),
     ("openrlhf.cli.train_ppo_ray:placement_group", always(cpu_placement_group)),
-    ("openrlhf.cli.train_ppo_ray:create_vllm_engines", always(create_cpu_generators)),
     ("openrlhf.cli.train_ppo_ray:get_strategy", _strategy_for_cpu),
 )
 
 
 def install_driver_patches() -> list[str]:
-    """Point the stock driver ``openrlhf.cli.train_ppo_ray.train(args)`` at CPU resources and the
-    CPU generator; a no-op (returns ``[]``) when CUDA is available. Returns the patched targets."""
+    """Point the stock driver ``openrlhf.cli.train_ppo_ray.train(args)`` at CPU resources and CPU
+    vLLM engines; a no-op (returns ``[]``) when CUDA is available. Returns the patched targets.
+
+    Without vLLM, stops with one line saying what to install, before any actor starts."""
     if torch.cuda.is_available():
         return []
+    if not vllm_is_real():
+        raise SystemExit(f"error: {VLLM_MISSING}")
     return apply_patches(DRIVER_PATCHES, defer=False)

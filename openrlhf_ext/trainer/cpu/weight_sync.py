@@ -51,14 +51,3 @@ def stateless_gloo_group(
     """Drop-in for ``openrlhf.utils.distributed_util.stateless_init_process_group`` on CPU."""
     return GlooBroadcastGroup(master_address, master_port, rank, world_size)
 
-
-def copy_into_parameter(params: dict[str, torch.nn.Parameter], name: str, value: torch.Tensor) -> None:
-    """Overwrite parameter ``name`` with ``value`` (cast to the parameter's dtype); a name or a
-    shape the generator does not have is an error, never a silent skip."""
-    if name not in params:
-        raise KeyError(f"weight sync: the generator model has no parameter {name!r}")
-    param = params[name]
-    if tuple(param.shape) != tuple(value.shape):
-        raise ValueError(f"weight sync: {name} has shape {tuple(param.shape)}, received {tuple(value.shape)}")
-    with torch.no_grad():
-        param.copy_(value)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from openrlhf_ext.trainer.cpu.dtype import torch_dtype
 from openrlhf_ext.trainer.cpu.patching import Patch, always, apply_patches
 from openrlhf_ext.trainer.cpu.weight_sync import stateless_gloo_group
 from openrlhf_ext.trainer.injection import swapped
@@ -38,9 +39,36 @@ def torch_extensions_dir() -> str:
     return str(Path(default_cache_dir()) / "torch_extensions" / f"{env_id}-torch{torch.__version__}")
 
 
+# GiB of KV cache per vLLM CPU engine (vLLM's own default, 0, means "4 GiB" and warns).
+DEFAULT_KVCACHE_GIB = "1"
+
+
+def worker_threads() -> int:
+    threads = int(os.environ.get(THREADS_ENV_VAR) or DEFAULT_THREADS)
+    if threads < 1:
+        raise ValueError(f"{THREADS_ENV_VAR} must be >= 1, got {threads}")
+    return threads
+
+
+def vllm_cpu_env() -> dict[str, str]:
+    """vLLM CPU settings (the user's values win): KV-cache GiB and no thread pinning. vLLM's "auto"
+    binds every engine's threads to the last core: two engines, or an engine and the policy, would
+    share one core while the other idles."""
+    return {
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", DEFAULT_KVCACHE_GIB),
+        "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
+    }
+
+
 def cpu_worker_env() -> dict[str, str]:
-    """Environment every CPU worker needs before DeepSpeed is imported."""
-    return {"DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": torch_extensions_dir()}
+    """Environment every CPU worker needs before DeepSpeed or vLLM is imported. The vLLM engine
+    core is a process the engine actor spawns: it inherits these, and no setup hook runs there."""
+    return {
+        "DS_ACCELERATOR": "cpu",
+        "TORCH_EXTENSIONS_DIR": torch_extensions_dir(),
+        **vllm_cpu_env(),
+        "OMP_NUM_THREADS": str(worker_threads()),
+    }
 
 
 def _returning(value: Any) -> Callable[[Callable], Callable]:
@@ -86,6 +114,7 @@ WORKER_PATCHES: tuple[Patch, ...] = (
     ("openrlhf.utils.deepspeed.deepspeed:init_device_mesh", _mesh_on_cpu),
     ("openrlhf.trainer.ppo_utils.replay_buffer:NaiveReplayBuffer.__init__", _replay_buffer_on_cpu),
     ("openrlhf.trainer.ray.ppo_actor:stateless_init_process_group", always(stateless_gloo_group)),
+    ("openrlhf.utils.utils:convert_to_torch_dtype", always(torch_dtype)),
 )
 
 
@@ -101,8 +130,5 @@ def apply_worker_patches() -> list[str]:
         return []
     for key, value in cpu_worker_env().items():
         os.environ.setdefault(key, value)
-    threads = int(os.environ.get(THREADS_ENV_VAR) or DEFAULT_THREADS)
-    if threads < 1:
-        raise ValueError(f"{THREADS_ENV_VAR} must be >= 1, got {threads}")
-    torch.set_num_threads(threads)
+    torch.set_num_threads(worker_threads())
     return apply_patches(WORKER_PATCHES, defer=True)
