@@ -42,6 +42,13 @@ class ExtActorPPOTrainer(ActorPPOTrainer):
                 "global_batch_size": _nonzero(loss_batch_info["global_batch_size"]),
             }
         status = super().training_step(experience, kl_ctl, step, loss_batch_info)
+        if status["num_action_tokens"] == 0:
+            # Its token-weighted metrics (ppo_kl, ppo_clip_ratio, ...) are stock masked means, 0/0 = NaN,
+            # and NaN times the vanishing weight below would still make the step's mean NaN.
+            metrics, weights = status["metrics"], status["weights"]
+            for key, value in metrics.items():
+                if weights[key] == "token" and isinstance(value, torch.Tensor):
+                    metrics[key] = torch.nan_to_num(value, nan=0.0)
         status["num_action_tokens"] = max(status["num_action_tokens"], _EMPTY_MICRO_BATCH_WEIGHT)
         return status
 
