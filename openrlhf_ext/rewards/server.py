@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import logging
 import signal
 from collections.abc import Sequence
@@ -57,6 +58,10 @@ def parse_request(data: object) -> tuple[list[str], list[str], list[str]]:
         prompts = [""] * len(queries)
     if not isinstance(prompts, list) or len(prompts) != len(queries) or not all(isinstance(p, str) for p in prompts):
         raise BadRequest(f"'prompts' must be a list of {len(queries)} strings when given")
+    for i, label in enumerate(labels):
+        # A null or object label would be stringified ("None", "{...}") and could match an answer.
+        if isinstance(label, bool) or not isinstance(label, str | int | float):
+            raise BadRequest(f"'labels' must be strings or numbers; labels[{i}] is {json.dumps(label)[:80]}")
     return queries, prompts, [str(label) for label in labels]
 
 
@@ -65,6 +70,8 @@ async def _get_reward(request: web.Request) -> web.Response:
         queries, prompts, labels = parse_request(await request.json())
     except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         return web.json_response({"error": str(exc)}, status=400)
+    except RecursionError:  # the JSON decoder recurses once per nesting level
+        return web.json_response({"error": "request body: JSON nested too deep"}, status=400)
     app = request.app
     answer = await asyncio.get_running_loop().run_in_executor(
         None, score_queries, queries, prompts, labels, app[_CONFIG_KEY], app[_POOL_KEY]
