@@ -144,3 +144,32 @@ def test_good_inputs_pass_and_keep_stock_prompt_semantics(tmp_path, tiny_model_d
                                  "--generate_max_len", "16", "--max_len", "128", "--save_path", str(tmp_path / "o")])
     prepare_inputs(args)  # chat messages are a valid input with --apply_chat_template
     assert args.data.prompt_dataset == prompts
+
+
+def truncated_copy(model_dir: str, dest) -> tuple[str, str]:
+    """A copy of ``model_dir`` whose weights file lost its last kilobyte (an interrupted copy or download)."""
+    import shutil
+
+    shutil.copytree(model_dir, dest)
+    weights = dest / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1024])
+    return str(dest), str(weights)
+
+
+def test_truncated_weights_are_named_before_training(capsys, tmp_path, tiny_model_dir):
+    model, weights = truncated_copy(tiny_model_dir, tmp_path / "model")
+    prompts = write_lines(tmp_path / "p.jsonl", '{"input": "1+1?"}')
+    err = launch_error(capsys, model, prompts, tmp_path / "out")
+    assert f"--actor.model_name_or_path: {weights}: truncated safetensors file (" in err
+
+
+def test_evaluator_names_a_truncated_weights_file(capsys, tmp_path, tiny_model_dir):
+    from openrlhf_ext.cli.evaluate import run
+
+    model, weights = truncated_copy(tiny_model_dir, tmp_path / "model")
+    data = write_lines(tmp_path / "bench.jsonl", '{"problem": "1+1?", "answer": "2"}')
+    with pytest.raises(SystemExit) as exit_info:
+        run(["--pretrain", model, "--eval_data", data, "--output_dir", str(tmp_path / "eval")])
+    assert exit_info.value.code == 2
+    assert f"--pretrain: {weights}: truncated safetensors file (" in capsys.readouterr().err

@@ -16,6 +16,7 @@ names the flag (and file:line); the CLI exits 2 on them.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -177,6 +178,10 @@ def check_model_path(flag: str, name: str) -> None:
     if path.exists():
         if not (path / "config.json").is_file():
             raise InputError(f"{flag}: {name}: no config.json, not a Hugging Face model folder")
+        for weights in sorted(path.glob("*.safetensors")):
+            problem = safetensors_problem(weights)
+            if problem:
+                raise InputError(f"{flag}: {weights}: {problem}")
         return
     if _HUB_ID.match(name):
         offline = any(os.environ.get(var, "0") not in ("", "0") for var in _OFFLINE_VARS)
@@ -188,6 +193,25 @@ def check_model_path(flag: str, name: str) -> None:
             return
         raise InputError(f"{flag}: {name}: not a local folder, and not in the Hugging Face cache (offline mode)")
     raise InputError(f"{flag}: {name}: no such model folder")
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file (None if it is), from its header alone: an
+    8-byte little-endian header length, a JSON header, then the tensors' bytes it describes."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        if size < 8 or 8 + length > size:
+            return f"truncated safetensors file ({size} bytes, shorter than its header)"
+        try:
+            header = json.loads(f.read(length))
+            end = max((int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"),
+                      default=0)
+        except (ValueError, RecursionError, KeyError, TypeError, IndexError, AttributeError):
+            return "not a safetensors file (unreadable header)"
+    if 8 + length + end > size:
+        return f"truncated safetensors file ({size} bytes, its header describes {8 + length + end})"
+    return None
 
 
 def check_models(args: SimpleNamespace) -> None:

@@ -59,6 +59,7 @@ def default_template(tokenizer: Any) -> str:
 
 def run(argv: Sequence[str] | None = None) -> dict:
     """Parse ``argv``, evaluate, print the Markdown table; returns the report."""
+    from openrlhf_ext.cli.checks import InputError, check_model_path
     from openrlhf_ext.eval.evaluate import REPORT_JSON, REPORT_MD, SAMPLES_FILE, EvalSettings, evaluate, load_benchmarks
     from openrlhf_ext.eval.generation import make_generator
     from openrlhf_ext.rewards import RewardConfig
@@ -80,6 +81,10 @@ def run(argv: Sequence[str] | None = None) -> dict:
         from openrlhf_ext.models.embedded import ensure_embedded_model
 
         model = ensure_embedded_model()
+    try:
+        check_model_path("--pretrain", model)
+    except InputError as err:
+        parser.error(str(err))
     generator = make_generator(model, backend=args.backend, batch_size=args.batch_size, dtype=args.dtype,
                                tensor_parallel_size=args.tensor_parallel_size, seed=args.seed,
                                progress=not args.no_progress)
