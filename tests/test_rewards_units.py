@@ -13,11 +13,17 @@ from openrlhf_ext.rewards import (
     percentile,
     response_from_query,
     reward_value,
+    signed_reward_off_effect,
     summarize,
     summarize_logs,
-    unsigned_reward_warning,
 )
-from openrlhf_ext.rewards.extract import is_well_formatted, last_boxed, last_number, matching_braces
+from openrlhf_ext.rewards.extract import (
+    is_well_formatted,
+    last_boxed,
+    last_number,
+    matching_braces,
+    strict_extraction,
+)
 from openrlhf_ext.rewards.labels import decode_puzzle_label, encode_puzzle_label, normalize_label
 
 # ---------------------------------------------------------------- extraction
@@ -165,14 +171,44 @@ def test_config_rejects_bad_env(env, message):
         RewardConfig.from_env(env)
 
 
-def test_unsigned_warning_only_where_negatives_carry_no_gradient(caplog):
-    # Reinforce-Rej (no baseline, no std): 0/1 rewards leave wrong answers without gradient.
-    assert "signed" in unsigned_reward_warning("none", "none", positive_only=False, signed=False)
-    assert unsigned_reward_warning("none", "none", positive_only=False, signed=True) is None
-    assert unsigned_reward_warning("none", "none", positive_only=True, signed=False) is None  # RAFT
-    assert unsigned_reward_warning("group_mean", "group", positive_only=False, signed=False) is None  # GRPO
-    assert unsigned_reward_warning("none", "whiten", positive_only=False, signed=False) is None  # REINFORCE++
-    assert unsigned_reward_warning("none", "group", positive_only=False, signed=False) is not None  # rej_std
+def test_signed_reward_off_effect_names_what_0_1_rewards_change():
+    # Reinforce / Reinforce-Rej / rej_std: A = r (or r / std), so a 0 reward is a 0 advantage.
+    assert "no gradient" in signed_reward_off_effect("none", "none", positive_only=False)
+    assert "no gradient" in signed_reward_off_effect("none", "group", positive_only=False)
+    assert "no gradient" in signed_reward_off_effect("none", "batch", positive_only=False)
+    # r - mean of {0,1} is half that of {-1,+1} when nothing rescales it (reinforce_mean_zero, RLOO).
+    assert "halved" in signed_reward_off_effect("group_mean", "none", positive_only=False)
+    assert signed_reward_off_effect("none", "none", positive_only=True) is None  # RAFT: A = 1 either way
+    assert signed_reward_off_effect("group_mean", "group", positive_only=False) is None  # GRPO: scale cancels
+    assert signed_reward_off_effect("group_mean", "batch", positive_only=False) is None  # Lite PPO
+    assert signed_reward_off_effect("none", "whiten", positive_only=False) is None  # REINFORCE++
+
+
+@pytest.mark.parametrize(
+    ("response", "template", "answer"),
+    [
+        # r1: Dr. GRPO's answer_tag_reward_fn needs "</think> <answer>" and "</answer>"
+        ("I think 3+4=7 </think> <answer> 7 </answer>", "r1", "7"),
+        ("reasoning </think> <answer> \\boxed{12} </answer>", "r1", "12"),
+        ("reasoning</think><answer>7</answer>", "r1", None),  # no space: unformatted
+        ("<answer>7</answer>", "r1", None),  # no think block closed
+        ("so the answer is \\boxed{7}", "r1", None),
+        # any other template: boxed_reward_fn, only a box counts
+        ("so the answer is \\boxed{7}.", "qwen_math", "7"),
+        ("so the answer is 7", "qwen_math", None),  # the lenient fallback would take 7
+        ("#### 7", "minimalist", None),
+        ("</think> <answer> 7 </answer>", "none", None),
+    ],
+)
+def test_strict_extraction_follows_dr_grpo_per_template(response, template, answer):
+    assert strict_extraction(response, template).answer == answer
+
+
+def test_fallback_and_strict_reach_the_environment():
+    config = RewardConfig(fallback=False, strict=True)
+    env = config.to_env()
+    assert env["OPENRLHF_EXT_REWARD_FALLBACK"] == "0" and env["OPENRLHF_EXT_REWARD_STRICT"] == "1"
+    assert RewardConfig.from_env(env) == config
 
 
 # ---------------------------------------------------------------- rewards and statistics

@@ -16,9 +16,12 @@ and ROLL do); with ``stats='token'`` the batch std uses frequency weights L (Σw
 ``whiten`` uses OpenRLHF's population variance, ``rstd = var.clamp(min=1e-8).rsqrt()``, so the
 stock estimators stay identical.
 
-std == 0 rule: a group (or batch) whose std is exactly 0 is not divided: the numerator is left
-unscaled. With a mean baseline that numerator is 0 anyway, which is also what stock OpenRLHF's
-``(r − mean) / (std + 1e-9)`` gives. Such groups are counted in ``stats['zero_std_groups']``.
+std == 0 rule: a group (or the kept batch) whose rewards are all *exactly equal* has std 0 and a
+mean equal to that common reward, whatever the float rounding of the sum would give (all 0.1 in
+float32 has a computed std of ~1e-8, which would blow the advantages up to ~0.9 or ~1e7). Such a
+group is not divided: the numerator is left unscaled; with a mean baseline it is exactly 0. Stock
+OpenRLHF's ``(r − mean) / (std + 1e-9)`` agrees for binary rewards and differs (by design) for
+identical non-binary ones. Such groups are counted in ``stats['zero_std_groups']``.
 """
 
 from __future__ import annotations
@@ -81,22 +84,49 @@ def _sample_weights(config: AdvantageConfig, rewards: torch.Tensor, lengths: tor
     return lengths.to(device=rewards.device, dtype=rewards.dtype)
 
 
-def _group_keep(config: AdvantageConfig, all_correct: torch.Tensor, all_wrong: torch.Tensor) -> torch.Tensor:
+def _group_keep(
+    config: AdvantageConfig, all_correct: torch.Tensor, all_wrong: torch.Tensor, all_equal: torch.Tensor
+) -> torch.Tensor:
     if config.filter == "all_wrong":
         return ~all_wrong
     if config.filter == "all_correct":
         return ~all_correct
     if config.filter == "both":
         return ~(all_wrong | all_correct)
+    if config.filter == "zero_std":
+        return ~all_equal
     return torch.ones_like(all_correct)
 
 
-def _group_mean_std(values: torch.Tensor, keep_f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-group mean and unbiased std over kept samples, and the kept count; [P, 1] each."""
+def all_equal(values: torch.Tensor, keep: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """True where the kept ``values`` (along ``dim``, or all of them) are exactly equal: the std == 0 test.
+
+    Exact comparison, not ``std < eps``: identical non-binary rewards (all 0.1) are caught although
+    their float std is ~1e-8, and distinct rewards 1e-6 apart are not.
+    """
+    hi = torch.where(keep, values, torch.full_like(values, -torch.inf))
+    lo = torch.where(keep, values, torch.full_like(values, torch.inf))
+    if dim is None:
+        return hi.max() <= lo.min()
+    return hi.amax(dim, keepdim=True) <= lo.amin(dim, keepdim=True)
+
+
+def _group_mean_std(
+    values: torch.Tensor, keep: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-group mean and unbiased std over kept samples, and the kept count; [P, 1] each.
+
+    A group whose kept values are all equal gets that value as its mean and a std of exactly 0.
+    """
+    keep_f = keep.to(values.dtype)
     count = keep_f.sum(-1, keepdim=True)
     mean = (values * keep_f).sum(-1, keepdim=True) / count.clamp(min=1)
     sq = ((values - mean).square() * keep_f).sum(-1, keepdim=True)
     std = (sq / (count - 1).clamp(min=1)).sqrt()
+    equal = all_equal(values, keep, dim=-1) & (count >= 1)
+    common = torch.where(keep, values, torch.full_like(values, -torch.inf)).amax(-1, keepdim=True)
+    mean = torch.where(equal, common, mean)
+    std = torch.where(equal, torch.zeros_like(std), std)
     return mean, std, count
 
 
@@ -136,7 +166,8 @@ def compute_advantage_result(
     correct = rewards > config.correct_threshold
     all_correct = correct.all(-1)
     all_wrong = (~correct).all(-1)
-    keep = _group_keep(config, all_correct, all_wrong).unsqueeze(-1).expand(num_prompts, n)
+    same_reward = all_equal(rewards, torch.ones_like(correct), dim=-1).squeeze(-1)
+    keep = _group_keep(config, all_correct, all_wrong, same_reward).unsqueeze(-1).expand(num_prompts, n)
     if config.positive_only:
         keep = keep & correct
     keep = keep.contiguous()
@@ -144,7 +175,7 @@ def compute_advantage_result(
     batch_w = weights * keep_f
 
     # a baseline never meets positive_only (AdvantageConfig refuses it), so it always acts on the rewards
-    reward_mean, reward_std, kept_count = _group_mean_std(rewards, keep_f)
+    reward_mean, reward_std, kept_count = _group_mean_std(rewards, keep)
     values = torch.ones_like(rewards) if config.positive_only else rewards
     if config.baseline == "group_mean":
         values = values - reward_mean
@@ -162,7 +193,7 @@ def compute_advantage_result(
         mean = _weighted_mean(rewards, batch_w)
         dof = (batch_w.sum() - 1).clamp(min=0)
         var = ((rewards - mean).square() * batch_w).sum() / dof if dof > 0 else torch.zeros((), dtype=rewards.dtype)
-        std = var.sqrt()
+        std = torch.where(all_equal(rewards, batch_w > 0), torch.zeros_like(var), var.sqrt())
         zero_std_batch = int(std == 0)
         values = _divide_unless_zero(values, std, config.std_eps)
     elif config.std_scale == "whiten":

@@ -1,9 +1,9 @@
-"""The advantage-mode grid (SPEC §1) and the registry of named estimators built on it.
+"""The advantage-mode grid and the registry of named estimators built on it.
 
 Every advantage mode is one :class:`AdvantageConfig`: five orthogonal switches plus the
-correctness threshold. Named estimators (the rows of SPEC §1's preset table, the OpenRLHF 0.11.2
-names included) are :class:`Preset` records in :data:`PRESETS`; a preset also carries the policy
-loss and loss aggregation its paper uses, so one lookup configures a run.
+correctness threshold. Named estimators (the papers' methods, the OpenRLHF 0.11.2 names included)
+are :class:`Preset` records in :data:`PRESETS`; a new preset also carries the training settings its
+authors released (KL, reward sign, loss, clip, entropy), each cited, so one lookup configures a run.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
-FILTERS = ("none", "all_wrong", "all_correct", "both")
+FILTERS = ("none", "all_wrong", "all_correct", "both", "zero_std")
 BASELINES = ("none", "group_mean", "group_loo", "batch_mean")
 STD_SCALES = ("none", "group", "batch", "whiten")
 STATS = ("sample", "token")
 POLICY_LOSS_TYPES = ("ppo", "vanilla")
+DROPPED_ROWS = ("exclude", "zero_advantage")
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 
 
@@ -29,12 +30,13 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class AdvantageConfig:
-    """One point of the advantage grid of SPEC §1.
+    """One point of the advantage grid (docs/algorithms.md §1).
 
     Attributes:
-        filter: drop whole prompt groups whose n responses are all wrong / all correct / either.
+        filter: drop whole prompt groups whose n responses are all wrong / all correct / either, or
+            (``zero_std``) whose rewards are all exactly equal (no spread; for continuous rewards).
         positive_only: keep only correct responses and give each kept one advantage 1 (RAFT,
-            seed 000 Eq. 1). It fixes the advantage, so it cannot be combined with a baseline or a
+            arXiv:2504.11343 Eq. 1). It fixes the advantage, so it cannot be combined with a baseline or a
             std scale (every such combination would zero all advantages).
         baseline: subtract the group mean, the leave-one-out group mean (RLOO) or the mean over
             all kept samples of the batch.
@@ -93,7 +95,7 @@ class AdvantageConfig:
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> AdvantageConfig:
-        """The grid point of the named estimator (SPEC §1 preset table), with single switches overridden.
+        """The grid point of the named estimator (docs/algorithms.md §2), with single switches overridden.
 
         ``gae`` raises ``ValueError``: it needs a critic and has no grid form (stock OpenRLHF's
         GAE path computes it).
@@ -107,25 +109,45 @@ class AdvantageConfig:
         return preset.config.replace(**overrides) if overrides else preset.config
 
 
+class Setting(NamedTuple):
+    """One training setting a preset carries: the value of a CLI flag and where it comes from."""
+
+    value: Any
+    source: str
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named estimator: its grid point and the training settings its source uses.
 
     Attributes:
         config: the grid point, or None for ``gae`` (critic-based, no grid form).
-        policy_loss_type: ``ppo`` (ratio + clip) or ``vanilla`` (−A·log π, RAFT).
-        loss_agg_mode: the aggregation the source prescribes, or None to keep the run's setting.
         honours_gamma: gamma < 1 is applied. Stock OpenRLHF resets gamma to 1 for every
-            critic-free estimator except ``reinforce``; the SPEC presets are defined at gamma 1.
-        source: paper / equation the preset reproduces.
+            critic-free estimator except ``reinforce``; the presets are defined at gamma 1.
+        source: paper / equation the advantage reproduces.
+        settings: CLI destination (``actor.loss_agg_mode``, ``algo.kl.init_coef``, ...) ->
+            :class:`Setting`, each cited. The CLI applies them unless the flag is given explicitly.
+            Stock OpenRLHF names carry none (they keep stock defaults), except the loss
+            normaliser of ``dr_grpo`` (a documented deliberate difference).
     """
 
     name: str
     config: AdvantageConfig | None
-    policy_loss_type: str
-    loss_agg_mode: str | None
     honours_gamma: bool
     source: str
+    settings: Mapping[str, Setting] = dataclasses.field(default_factory=dict)
+
+    @property
+    def policy_loss_type(self) -> str:
+        """``ppo`` (ratio + clip) or ``vanilla`` (−A·log π, RAFT)."""
+        setting = self.settings.get("actor.policy_loss_type")
+        return "ppo" if setting is None else setting.value
+
+    @property
+    def loss_agg_mode(self) -> str | None:
+        """The aggregation the source prescribes, or None to keep the run's setting."""
+        setting = self.settings.get("actor.loss_agg_mode")
+        return None if setting is None else setting.value
 
     @property
     def requires_group(self) -> bool:
@@ -137,90 +159,124 @@ def _preset(
     name: str,
     source: str,
     *,
-    policy_loss_type: str = "ppo",
-    loss_agg_mode: str | None = None,
+    settings: Mapping[str, Setting] | None = None,
     honours_gamma: bool = False,
     **switches: Any,
 ) -> Preset:
-    config = AdvantageConfig(**switches)
-    return Preset(
-        name=name,
-        config=config,
-        policy_loss_type=policy_loss_type,
-        loss_agg_mode=loss_agg_mode,
-        honours_gamma=honours_gamma,
-        source=source,
-    )
+    return Preset(name, AdvantageConfig(**switches), honours_gamma, source, MappingProxyType(dict(settings or {})))
 
+
+MINIMALIST = "A Minimalist Approach to LLM Reasoning: from Rejection Sampling to Reinforce, arXiv:2504.11343"
+TRICKS_OR_TRAPS = "Part I: Tricks or Traps? A Deep Dive into RL for LLM Reasoning, arXiv:2508.08221"
+DR_GRPO = "Understanding R1-Zero-Like Training: A Critical Perspective, arXiv:2503.20783"
+REINFORCE_PP = "REINFORCE++: Stabilizing Critic-Free Policy Optimization with Global Advantage Normalization, arXiv:2501.03262"
+_MINIMAL_RL_SCRIPTS = "RLHFlow/Minimal-RL scripts/run_raft.sh, run_raftpp.sh, run_reinforce_rej.sh"
+_MINIMAL_RL_YAML = "RLHFlow/Minimal-RL verl/trainer/config/ppo_trainer.yaml"
+_MINIMAL_RL_ALGOS = "RLHFlow/Minimal-RL verl/trainer/ppo/core_algos.py"
+_ROLL_LITE_PPO = "alibaba/ROLL docs_roll/docs/User Guides/Algorithms/LitePPO.md"
+_ROLL_ACTOR = "alibaba/ROLL roll/pipeline/rlvr/actor_worker.py"
+
+# Everything the Minimal-RL authors' verl runs share (the paper, Sec. 3 "Hyperparameters": the
+# Reinforce variants use the RAFT++ / GRPO scripts' settings).
+_MINIMALIST_COMMON = {
+    "algo.kl.use_loss": Setting(True, f"{_MINIMAL_RL_SCRIPTS}: actor.use_kl_loss=True (verl's "
+                                      "algorithm.use_kl_in_reward stays False: no KL in the reward)"),
+    "algo.kl.estimator": Setting("k3", f"{_MINIMAL_RL_SCRIPTS}: actor.kl_loss_type=low_var_kl, i.e. k3 clamped "
+                                       f"to [-10, 10] ({_MINIMAL_RL_ALGOS} kl_penalty)"),
+    "algo.kl.init_coef": Setting(0.001, f"{_MINIMAL_RL_SCRIPTS}: actor.kl_loss_coef=0.001"),
+    "ext.signed_reward": Setting(True, f"{MINIMALIST}, Sec. 2 Notation: r(x, a) in {{-1, 1}} "
+                                       "(Fig. 4 maps (1 + r)/2 to accuracy)"),
+    "actor.loss_agg_mode": Setting("token-mean", f"{_MINIMAL_RL_YAML}: actor.loss_agg_mode token-mean"),
+    "actor.entropy_coef": Setting(0.001, f"{_MINIMAL_RL_YAML}: actor.entropy_coeff 0.001 (the scripts keep it)"),
+    "ext.dropped_rows": Setting("zero_advantage", f"{_MINIMAL_RL_ALGOS}: compute_raft_outcome_advantage and "
+                                                  "compute_reinforce_rej_outcome_advantage give A = 0 and keep the "
+                                                  "rows (in the loss normalisers and the KL loss)"),
+}
+_MINIMALIST_PLUSPLUS = {
+    **_MINIMALIST_COMMON,
+    "actor.policy_loss_type": Setting("ppo", "RLHFlow/Minimal-RL scripts/run_raftpp.sh, run_reinforce_rej.sh: "
+                                             "actor.policy_loss=plusplus (ratio + clip)"),
+    "actor.eps_clip": Setting(0.2, f"{_MINIMAL_RL_YAML}: actor.clip_ratio_low = clip_ratio_high = 0.2"),
+    "actor.dual_clip": Setting(3.0, f"{_MINIMAL_RL_ALGOS} compute_policy_loss (the plusplus loss) always applies "
+                                    f"the dual clip, clip_ratio_c 3.0 in {_MINIMAL_RL_YAML}"),
+}
+_RAFT = {
+    **_MINIMALIST_COMMON,
+    "actor.policy_loss_type": Setting("vanilla", f"RLHFlow/Minimal-RL scripts/run_raft.sh: actor.policy_loss=vanilla "
+                                                 f"({_MINIMAL_RL_ALGOS} compute_policy_loss_vanilla: -A log pi, no "
+                                                 "ratio, no clip)"),
+}
+_LITE_PPO = {
+    "algo.kl.use_loss": Setting(True, f"{_ROLL_LITE_PPO}: use_kl_loss: true, add_token_level_kl: false"),
+    "algo.kl.estimator": Setting("k3", f'{_ROLL_ACTOR}: the KL loss uses kl_penalty="k3"'),
+    "algo.kl.init_coef": Setting(0.001, f"{_ROLL_LITE_PPO}: kl_loss_coef: 0.001"),
+    "ext.signed_reward": Setting(False, "alibaba/ROLL roll/pipeline/rlvr/rewards/math_rule_reward_worker.py: "
+                                        "reward 1 / 0"),
+    "actor.loss_agg_mode": Setting("token-mean", f"{TRICKS_OR_TRAPS}, Lite PPO (token-level loss aggregation)"),
+    "actor.policy_loss_type": Setting("ppo", f"{TRICKS_OR_TRAPS}, Lite PPO (the vanilla PPO loss)"),
+    "actor.eps_clip": Setting(0.2, f"{_ROLL_LITE_PPO}: pg_clip: 0.2"),
+    "actor.dual_clip": Setting(1.4, f"{_ROLL_LITE_PPO}: dual_clip_loss: true; {_ROLL_ACTOR} bounds the loss of "
+                                    "A < 0 at (1 + 2 pg_clip)|A|, i.e. c = 1.4"),
+    "actor.entropy_coef": Setting(0.0, "alibaba/ROLL roll/configs/base_config.py: entropy_loss_coef 0 "
+                                       "(logged, no bonus)"),
+    "ext.overlong_filter": Setting(False, f"{_ROLL_LITE_PPO}: Lite PPO removes overlong filtering"),
+}
 
 _PRESET_LIST = (
-    _preset("reinforce_raw", "seed 000 'Reinforce', Eq. 5 (A = r)"),
-    _preset("raft", "seed 000 Eq. 1 (RAFT: SFT on correct samples)", positive_only=True, policy_loss_type="vanilla"),
-    _preset("raft_pp", "seed 000 Eq. 8 (RAFT++: RAFT with ratio + clip)", positive_only=True),
-    _preset("reinforce_rej", "seed 000 'Reinforce-Rej' (remove all-wrong and all-correct groups)", filter="both"),
-    _preset("reinforce_rej_wrong", "seed 000 ablation (remove all-wrong groups)", filter="all_wrong"),
-    _preset("reinforce_rej_correct", "seed 000 ablation (remove all-correct groups)", filter="all_correct"),
-    _preset("reinforce_mean_zero", "seed 000 ablation (subtract the group mean)", baseline="group_mean"),
-    _preset("reinforce_rej_std", "seed 000 ablation (r / group std, both filters)", filter="both", std_scale="group"),
-    _preset("group_norm", "seed 000 Eq. 6 (GRPO)", baseline="group_mean", std_scale="group"),
+    _preset("reinforce_raw", f"{MINIMALIST}, Eq. 5 (Reinforce, A = r)", settings=_MINIMALIST_PLUSPLUS),
+    _preset("raft", f"{MINIMALIST}, Eq. 1 (RAFT: SFT on correct samples)", positive_only=True, settings=_RAFT),
+    _preset("raft_pp", f"{MINIMALIST}, Eq. 8 (RAFT++: RAFT with ratio + clip)", positive_only=True,
+            settings=_MINIMALIST_PLUSPLUS),
+    _preset("reinforce_rej", f"{MINIMALIST}, Sec. 4 (Reinforce-Rej: remove all-wrong and all-correct groups)",
+            filter="both", settings=_MINIMALIST_PLUSPLUS),
+    _preset("reinforce_rej_wrong", f"{MINIMALIST}, Fig. 4 ablation (remove all-wrong groups)", filter="all_wrong",
+            settings=_MINIMALIST_PLUSPLUS),
+    _preset("reinforce_rej_correct", f"{MINIMALIST}, Fig. 4 ablation (remove all-correct groups)",
+            filter="all_correct", settings=_MINIMALIST_PLUSPLUS),
+    _preset("reinforce_mean_zero", f"{MINIMALIST}, Fig. 4 ablation (subtract the group mean)", baseline="group_mean",
+            settings=_MINIMALIST_PLUSPLUS),
+    _preset("reinforce_rej_std", f"{MINIMALIST}, Fig. 4 ablation (r / group std, both filters)", filter="both",
+            std_scale="group", settings=_MINIMALIST_PLUSPLUS),
+    _preset("group_norm", f"{MINIMALIST}, Eq. 6 (GRPO)", baseline="group_mean", std_scale="group"),
     _preset(
         "dr_grpo",
-        "seed 004 §3.2 (Dr. GRPO: no std, constant loss normaliser)",
+        f"{DR_GRPO}, Sec. 3.2 (Dr. GRPO: no std, constant loss normaliser)",
         baseline="group_mean",
-        loss_agg_mode="seq-mean-token-sum-norm",
+        settings={"actor.loss_agg_mode": Setting("seq-mean-token-sum-norm", f"{DR_GRPO}, Sec. 3.2; sail-sg/"
+                                                 "understand-r1-zero train_zero_math.py: masked_sum with "
+                                                 "constant_normalizer=generate_max_length")},
     ),
-    _preset(
-        "lite_ppo",
-        "seed 003 (Lite PPO: group mean, batch std, token-level loss)",
-        baseline="group_mean",
-        std_scale="batch",
-        stats="sample",
-        loss_agg_mode="token-mean",
-    ),
-    _preset(
-        "reinforce",
-        "seed 001 Eq. 8-10 (REINFORCE++: global token-level whitening)",
-        std_scale="whiten",
-        stats="token",
-        honours_gamma=True,
-    ),
-    _preset(
-        "reinforce_baseline",
-        "seed 001 (REINFORCE++-baseline: group mean, then global whitening)",
-        baseline="group_mean",
-        std_scale="whiten",
-        stats="token",
-    ),
+    _preset("lite_ppo", f"{TRICKS_OR_TRAPS}, Lite PPO (group mean, batch std)", baseline="group_mean",
+            std_scale="batch", stats="sample", settings=_LITE_PPO),
+    _preset("reinforce", f"{REINFORCE_PP}, Eq. 8-10 (global token-level whitening)", std_scale="whiten",
+            stats="token", honours_gamma=True),
+    _preset("reinforce_baseline", f"{REINFORCE_PP} (REINFORCE++-baseline: group mean, then global whitening)",
+            baseline="group_mean", std_scale="whiten", stats="token"),
     _preset("rloo", "RLOO (leave-one-out group mean)", baseline="group_loo"),
-    _preset(
-        "flash_reinforce",
-        "OpenRLHF 0.11.2 flash_reinforce (reward minus the rollout-batch mean, no whitening)",
-        baseline="batch_mean",
-        stats="sample",
-    ),
-    Preset(
-        name="gae",
-        config=None,
-        policy_loss_type="ppo",
-        loss_agg_mode=None,
-        honours_gamma=True,
-        source="PPO with GAE (critic-based; stock OpenRLHF path)",
-    ),
+    _preset("flash_reinforce", "OpenRLHF 0.11.2 flash_reinforce (reward minus the rollout-batch mean, no whitening)",
+            baseline="batch_mean", stats="sample"),
+    Preset("gae", None, True, "PPO with GAE (critic-based; stock OpenRLHF path)"),
 )
 
 PRESETS: Mapping[str, Preset] = MappingProxyType({p.name: p for p in _PRESET_LIST})
-"""Every named estimator of SPEC §1, the stock OpenRLHF 0.11.2 names included."""
+"""Every named estimator, the stock OpenRLHF 0.11.2 names included."""
 
 STOCK_ESTIMATORS = ("gae", "reinforce", "rloo", "reinforce_baseline", "group_norm", "dr_grpo", "flash_reinforce")
-"""The estimators OpenRLHF 0.11.2 ships; they must reproduce stock numbers (SPEC §1)."""
+"""The estimators OpenRLHF 0.11.2 ships; they must reproduce stock numbers and keep stock defaults."""
+
+ESTIMATOR_ALIASES: Mapping[str, str] = MappingProxyType(
+    {"grpo": "group_norm", "reinforce_plus_plus": "reinforce", "reinforce_plus_plus_baseline": "reinforce_baseline"}
+)
+"""Other names the papers and frameworks use for some estimators."""
 
 
 def get_preset(name: str) -> Preset:
     """The :class:`Preset` called ``name``; an unknown name raises ``ValueError`` listing the valid ones."""
     try:
-        return PRESETS[name]
+        return PRESETS[ESTIMATOR_ALIASES.get(name, name)]
     except KeyError:
-        raise ValueError(f"unknown advantage estimator {name!r}; valid: {', '.join(PRESETS)}") from None
+        valid = ", ".join([*PRESETS, *ESTIMATOR_ALIASES])
+        raise ValueError(f"unknown advantage estimator {name!r}; valid: {valid}") from None
 
 
 def resolve_config(config: AdvantageConfig | str) -> AdvantageConfig:

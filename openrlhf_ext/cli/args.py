@@ -36,8 +36,19 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, NoReturn
 
-from openrlhf_ext.algorithms.config import PRESETS, STOCK_ESTIMATORS
+from openrlhf_ext.algorithms.config import (
+    DROPPED_ROWS,
+    ESTIMATOR_ALIASES,
+    FILTERS,
+    PRESETS,
+    STOCK_ESTIMATORS,
+    AdvantageConfig,
+    Preset,
+    get_preset,
+)
 from openrlhf_ext.cli.checks import RangeError, check_numeric_ranges
+from openrlhf_ext.data.templates import TEMPLATE_NAMES
+from openrlhf_ext.rewards.config import signed_reward_off_effect
 
 STOCK_MODULE = "openrlhf.cli.train_ppo_ray"
 PROG = "python -m openrlhf_ext.cli.train_ppo_ray"
@@ -51,6 +62,11 @@ EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 EMBEDDED_PROMPTS = "embedded:arithmetic"
 
 LEGACY_NO_OP_FLAGS = ("--bf16", "--flash_attn")
+ON_OFF = ("on", "off")
+GRID_SWITCHES = ("filter", "baseline", "std_scale", "stats", "positive_only")
+# Our on/off flags, their value when neither the user nor the preset sets them.
+ON_OFF_DEFAULTS = {"ext.signed_reward": False, "ext.overlong_filter": False, "ext.reward_fallback": True,
+                   "ext.strict_format": False}
 
 # Defaults for the embedded CPU demo (no --pretrain given): a 2-core machine, about 10 steps in
 # under 10 minutes. Any of these given explicitly on the command line wins.
@@ -75,6 +91,10 @@ EMBEDDED_PROFILE: dict[str, Any] = {
     "ext.num_prompts": 80,
     "ext.difficulty": 0,
     "actor.entropy_coef": 0.0,  # 0 = log the policy entropy without adding it to the loss
+    # vLLM's rollout log-probs go to the trainer: per-token importance weights against the small
+    # vLLM-vs-DeepSpeed numeric gap (tokens whose ratio leaves [0.5, 5] are masked), and the metric
+    # vllm_kl, which shows every step that the engine samples from the synced policy.
+    "algo.advantage.is_correction_level": "token",
 }
 
 # Legacy flat spellings (older OpenRLHF, the papers' scripts) whose name is not simply the new
@@ -188,8 +208,9 @@ def _add_ext_arguments(parser: argparse.ArgumentParser) -> None:
         "openrlhf-ext advantage grid (SPEC §1)",
         "Each estimator is a preset of these switches; a switch given here overrides the preset.",
     )
-    group.add_argument("--ext.filter", choices=["none", "all_wrong", "all_correct", "both"], default=None,
-                       help="drop prompt groups whose responses are all wrong / all correct / either")
+    group.add_argument("--ext.filter", choices=FILTERS, default=None,
+                       help="drop prompt groups whose responses are all wrong / all correct / either, or whose "
+                            "rewards are all equal (zero_std)")
     group.add_argument("--ext.positive_only", choices=["on", "off"], default=None,
                        help="keep only correct responses, advantage 1 (RAFT)")
     group.add_argument("--ext.baseline", choices=["none", "group_mean", "group_loo", "batch_mean"], default=None,
@@ -202,16 +223,29 @@ def _add_ext_arguments(parser: argparse.ArgumentParser) -> None:
                        help="a response is correct when its reward is above this")
     group.add_argument("--ext.loss_norm_tokens", type=int, default=None,
                        help="MAX_TOKENS of seq-mean-token-sum-norm (default: --rollout.max_new_tokens)")
+    group.add_argument("--ext.dropped_rows", choices=DROPPED_ROWS, default=None,
+                       help="samples dropped by a filter / positive_only: 'exclude' = out of the loss and its "
+                            "normalisers; 'zero_advantage' = rows stay with A = 0, counted in the normalisers and "
+                            "the KL loss (Minimal-RL's code; default of its presets)")
+    group.add_argument("--ext.overlong_filter", choices=ON_OFF, nargs="?", const="on", default=None,
+                       help="mask truncated responses (finish reason 'length') out of the loss")
     group.add_argument("--ext.prompt_max_len", type=int, default=None,
                        help="legacy --prompt_max_len; with --generate_max_len it sets --data.max_len")
 
     reward = parser.add_argument_group("openrlhf-ext math reward and prompts (SPEC §4)")
-    reward.add_argument("--ext.template", choices=["r1", "qwen_math", "none", "chat"], default=None,
+    reward.add_argument("--ext.template", choices=TEMPLATE_NAMES, default=None,
                         help="prompt template applied when the prompt dataset is built "
                              "(default: stock --data.input_template / --data.apply_chat_template handling; "
                              "'chat' for the embedded data)")
-    reward.add_argument("--ext.signed_reward", action="store_true", default=False,
-                        help="math reward in {-1,+1} instead of {0,1}")
+    reward.add_argument("--ext.signed_reward", choices=ON_OFF, nargs="?", const="on", default=None,
+                        help="math reward in {-1,+1} instead of {0,1} (bare flag = on; default: the estimator's "
+                             "preset, else off)")
+    reward.add_argument("--ext.reward_fallback", choices=ON_OFF, default=None,
+                        help="count the last number of a response as its answer when it has no boxed / answer-tag "
+                             "/ #### answer (default on)")
+    reward.add_argument("--ext.strict_format", choices=ON_OFF, default=None,
+                        help="Dr. GRPO's reward: only the template's answer form scores (r1: '</think> <answer>' "
+                             "... '</answer>'; other templates: \\boxed{}); implies no fallback (default off)")
     reward.add_argument("--ext.format_reward_coef", type=float, default=0.0,
                         help="weight of the optional format reward")
     reward.add_argument("--ext.reward_timeout", type=float, default=5.0,
@@ -272,7 +306,7 @@ def _one_line_error(parser: argparse.ArgumentParser, message: str) -> None:
 
 
 def extend_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    _extend_choices(parser, "algo.advantage.estimator", list(PRESETS))
+    _extend_choices(parser, "algo.advantage.estimator", [*PRESETS, *ESTIMATOR_ALIASES])
     _extend_choices(parser, "actor.policy_loss_type", NEW_POLICY_LOSS_TYPES)
     _extend_choices(parser, "actor.loss_agg_mode", NEW_LOSS_AGG_MODES)
     _add_ext_arguments(parser)
@@ -306,12 +340,20 @@ def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[
 def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.Namespace:
     """Expand the estimator preset into the grid switches; validate what we added."""
     get = lambda key: getattr(ns, key)  # noqa: E731
-    _fill_embedded_defaults(ns, explicit)
-    estimator = get("algo.advantage.estimator")
-    preset = PRESETS[estimator]
+    embedded = _fill_embedded_defaults(ns, explicit)
+    preset = get_preset(get("algo.advantage.estimator"))
+    estimator = preset.name  # an alias (grpo, reinforce_plus_plus, ...) runs as its canonical name
+    setattr(ns, "algo.advantage.estimator", estimator)
+    for dest in ON_OFF_DEFAULTS:
+        if get(dest) is not None:
+            setattr(ns, dest, get(dest) == "on")
+    from_preset = _apply_preset_settings(ns, preset, explicit)
+    for dest, value in ON_OFF_DEFAULTS.items():
+        if get(dest) is None:
+            setattr(ns, dest, value)
 
     overrides: dict[str, Any] = {}
-    for switch in ("filter", "baseline", "std_scale", "stats"):
+    for switch in GRID_SWITCHES[:-1]:
         if get(f"ext.{switch}") is not None:
             overrides[switch] = get(f"ext.{switch}")
     if get("ext.positive_only") is not None:
@@ -330,11 +372,9 @@ def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.
             raise ConfigError(f"{flags}: {err}") from None
         for key, value in dataclasses.asdict(config).items():
             setattr(ns, f"ext.{key}", value)
-        if get("actor.model_name_or_path") == EMBEDDED_MODEL and "ext.signed_reward" not in explicit:
-            # Without a baseline, a 0 reward is a 0 advantage: the demo's wrong answers would teach
-            # nothing. Seed 000 trains these modes with +1/-1 rewards.
-            needs_sign = config.baseline == "none" and config.std_scale != "whiten" and not config.positive_only
-            setattr(ns, "ext.signed_reward", needs_sign)
+        from_preset |= {f"ext.{switch}" for switch in GRID_SWITCHES if switch not in overrides}
+        if not get("ext.signed_reward"):
+            _warn_unsigned(preset, config, explicit)
         n = get("rollout.n_samples_per_prompt")
         if config.uses_groups and n < 2:
             raise ConfigError(
@@ -349,11 +389,11 @@ def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.
             f"({', '.join(STOCK_ESTIMATORS)}) without --ext.* switches; got {estimator}"
         )
 
-    # Preset defaults for the loss, unless given explicitly.
-    if "actor.policy_loss_type" not in explicit:
-        setattr(ns, "actor.policy_loss_type", preset.policy_loss_type)
-    if preset.loss_agg_mode and "actor.loss_agg_mode" not in explicit:
-        setattr(ns, "actor.loss_agg_mode", preset.loss_agg_mode)
+    if get("ext.dropped_rows") is None:
+        setattr(ns, "ext.dropped_rows", "exclude")
+    if get("ext.strict_format") and "ext.reward_fallback" in explicit and get("ext.reward_fallback"):
+        raise ConfigError("--ext.reward_fallback on: contradicts --ext.strict_format on (Dr. GRPO's strict reward "
+                          "scores only the template's answer form, never a bare number)")
 
     # Legacy --prompt_max_len + --generate_max_len -> --data.max_len (total length in 0.11.2).
     prompt_max_len = get("ext.prompt_max_len")
@@ -372,16 +412,57 @@ def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.
     if get("ext.reward_timeout") <= 0 or not math.isfinite(get("ext.reward_timeout")):
         raise ConfigError(f"--ext.reward_timeout: must be a positive number of seconds, got {get('ext.reward_timeout')}")
 
+    ns.provenance = _provenance(ns, explicit, from_preset, embedded)
     return ns
 
 
-def _fill_embedded_defaults(ns: argparse.Namespace, explicit: set[str]) -> None:
-    """No model / data / reward flags: train the embedded model on generated problems."""
+def _apply_preset_settings(ns: argparse.Namespace, preset: Preset, explicit: set[str]) -> set[str]:
+    """Set every training setting the preset carries, unless its flag was given; return the dests set."""
+    applied = set()
+    for dest, setting in preset.settings.items():
+        if dest not in explicit:
+            setattr(ns, dest, setting.value)
+            applied.add(dest)
+    return applied
+
+
+def _warn_unsigned(preset: Preset, config: AdvantageConfig, explicit: set[str]) -> None:
+    """One stderr line when {0,1} rewards change what the advantage mode does (honoured, not refused)."""
+    effect = signed_reward_off_effect(config.baseline, config.std_scale, config.positive_only)
+    preset_signed = preset.settings.get("ext.signed_reward")
+    if preset_signed is not None and preset_signed.value and "ext.signed_reward" in explicit:
+        print(f"{PROG}: warning: --ext.signed_reward off: {preset.name} is defined with rewards in {{-1,+1}}; "
+              f"with {{0,1}} {effect or 'the advantages do not change, only the logged reward'}",
+              file=sys.stderr, flush=True)
+    elif effect:
+        print(f"{PROG}: warning: {{0,1}} rewards: {effect} (give --ext.signed_reward for {{-1,+1}})",
+              file=sys.stderr, flush=True)
+
+
+def _provenance(ns: argparse.Namespace, explicit: set[str], from_preset: set[str], embedded: set[str]) -> dict:
+    """Where each resolved value came from: the user's flags, the estimator's preset, the embedded
+    demo profile, or the stock (parser / derived) default."""
+
+    def origin(dest: str) -> str:
+        if dest in explicit:
+            return "user"
+        if dest in from_preset:
+            return "preset"
+        return "embedded" if dest in embedded else "stock"
+
+    return {dest: origin(dest) for dest in sorted(vars(ns)) if dest not in ("print_config", "provenance")}
+
+
+def _fill_embedded_defaults(ns: argparse.Namespace, explicit: set[str]) -> set[str]:
+    """No model / data / reward flags: train the embedded model on generated problems. Returns the
+    dests of the demo profile that were filled in."""
+    filled = set()
     if getattr(ns, "actor.model_name_or_path") is None:
         setattr(ns, "actor.model_name_or_path", EMBEDDED_MODEL)
         for dest, value in EMBEDDED_PROFILE.items():
             if dest not in explicit:
                 setattr(ns, dest, value)
+                filled.add(dest)
     if getattr(ns, "data.prompt_dataset") is None:
         setattr(ns, "data.prompt_dataset", EMBEDDED_PROMPTS)
         if getattr(ns, "ext.template") is None:
@@ -392,6 +473,7 @@ def _fill_embedded_defaults(ns: argparse.Namespace, explicit: set[str]) -> None:
     )
     if no_reward:
         setattr(ns, "reward.remote_url", default_reward_file())
+    return filled
 
 
 # ---------------------------------------------------------------------------------------------

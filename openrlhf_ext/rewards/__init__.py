@@ -11,7 +11,7 @@ Importing this package loads neither math-verify nor torch; only the scoring wor
 
 from pathlib import Path
 
-from openrlhf_ext.rewards.config import RewardConfig, unsigned_reward_warning
+from openrlhf_ext.rewards.config import RewardConfig, signed_reward_off_effect
 from openrlhf_ext.rewards.extract import Extraction, extract_answer, response_from_query
 from openrlhf_ext.rewards.pool import ScoringPool, WorkerStartError, shared_pool
 from openrlhf_ext.rewards.scoring import (
@@ -42,7 +42,7 @@ __all__ = [
     "reward_value",
     "score_responses",
     "shared_pool",
+    "signed_reward_off_effect",
     "summarize",
     "summarize_logs",
-    "unsigned_reward_warning",
 ]

@@ -2,21 +2,19 @@
 
 OpenRLHF loads a ``--reward.remote_url file.py`` by path inside its Ray actors, so the reward file
 cannot take arguments: it reads :class:`RewardConfig` from the environment. The CLI maps its flags
-(``--ext.signed_reward``, ``--ext.format_reward_coef``, ``--ext.reward_timeout``, ``--ext.template``)
+(``--ext.signed_reward``, ``--ext.format_reward_coef``, ``--ext.reward_timeout``, ``--ext.template``,
+``--ext.reward_fallback``, ``--ext.strict_format``)
 to :meth:`RewardConfig.to_env` and exports the result (also in Ray's ``runtime_env`` so actors on other
 nodes see it).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from openrlhf_ext.data.templates import TEMPLATE_NAMES
-
-logger = logging.getLogger(__name__)
 
 TEMPLATES = TEMPLATE_NAMES
 ENV_PREFIX = "OPENRLHF_EXT_REWARD_"
@@ -38,6 +36,9 @@ class RewardConfig:
             ``None`` (lenient format check) [``OPENRLHF_EXT_REWARD_TEMPLATE``].
         workers: scoring worker processes per reward-calling process [``OPENRLHF_EXT_REWARD_WORKERS``].
         fallback: use the last-number fallback extraction [``OPENRLHF_EXT_REWARD_FALLBACK``].
+        strict: Dr. GRPO's strict reward (sail-sg/understand-r1-zero ``math_grader.py``): only the
+            template's own answer form scores, ``</think> <answer>...</answer>`` under ``r1`` and
+            ``\\boxed{}`` under any other template; no fallback [``OPENRLHF_EXT_REWARD_STRICT``].
     """
 
     signed: bool = False
@@ -46,6 +47,7 @@ class RewardConfig:
     template: str | None = None
     workers: int = 2
     fallback: bool = True
+    strict: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.format_coef < 1.0:
@@ -118,6 +120,7 @@ _ENV_NAMES = {
     "template": "TEMPLATE",
     "workers": "WORKERS",
     "fallback": "FALLBACK",
+    "strict": "STRICT",
 }
 _PARSERS = {
     "signed": _parse_bool,
@@ -126,24 +129,16 @@ _PARSERS = {
     "template": lambda raw: raw or None,
     "workers": int,
     "fallback": _parse_fallback,
+    "strict": _parse_bool,
 }
 
 
-def unsigned_reward_warning(baseline: str, std_scale: str, positive_only: bool, signed: bool) -> str | None:
-    """Warning text when 0/1 rewards leave the wrong answers without gradient, else ``None``.
-
-    With no baseline subtracted (``baseline == "none"``) and no whitening (which subtracts the batch
-    mean), the advantage of a response is a multiple of its raw reward, so a 0 reward gives a zero
-    advantage: only correct answers are pushed up. The Minimal-RL authors (seed 000) train
-    Reinforce / Reinforce-Rej with +1 / -1 for this reason. RAFT (``positive_only``) discards the
-    wrong answers anyway. The warning is also logged.
-    """
-    if signed or positive_only or baseline != "none" or std_scale == "whiten":
+def signed_reward_off_effect(baseline: str, std_scale: str, positive_only: bool) -> str | None:
+    """What {0,1} rewards change against {-1,+1} in an advantage mode, or ``None`` when nothing but
+    the logged reward changes (RAFT keeps the correct answers only; a std scale cancels the scale)."""
+    if positive_only or std_scale == "whiten" or (baseline != "none" and std_scale != "none"):
         return None
-    message = (
-        f"advantage switches baseline={baseline!r}, std_scale={std_scale!r} use the raw reward as advantage: with "
-        "0/1 rewards the wrong answers get zero advantage and no gradient. Use signed rewards "
-        "(--ext.signed_reward / OPENRLHF_EXT_REWARD_SIGNED=1) as the Minimal-RL paper does for Reinforce-Rej."
-    )
-    logger.warning(message)
-    return message
+    if baseline == "none":
+        return ("a wrong answer gets advantage 0 and no gradient: only correct answers are reinforced "
+                "(Reinforce degenerates to RAFT++)")
+    return "the advantages are halved (r - baseline of {0,1} rewards is half that of {-1,+1})"

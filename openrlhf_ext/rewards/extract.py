@@ -10,6 +10,8 @@ Rules, in priority order (the first that yields a non-empty answer wins):
 4. ``fallback`` (documented, can be switched off): the last number in the response. A response that
    only reaches this rule is counted as a format error even when the number is right.
 
+:func:`strict_extraction` is Dr. GRPO's stricter rule instead (one answer form per template).
+
 Nothing here calls sympy: these functions are plain scans over the string, so they stay linear even
 on 1 MB of text or 10k nested braces. Every function is pure.
 """
@@ -121,12 +123,28 @@ def extract_answer(response: str, fallback: bool = True) -> Extraction:
     return Extraction(None, "none")
 
 
+def strict_extraction(response: str, template: str | None) -> Extraction:
+    """Dr. GRPO's reward extraction (sail-sg/understand-r1-zero ``math_grader.py``): under ``r1`` the
+    response must contain ``</think> <answer>`` and ``</answer>`` (answer: the text after the last
+    ``<answer>``, or the box inside it); under any other template only a ``\\boxed{}`` counts."""
+    if template != "r1":
+        boxed = last_boxed(response)
+        return Extraction(boxed, "boxed") if boxed else Extraction(None, "none")
+    if "</think> <answer>" not in response or "</answer>" not in response:
+        return Extraction(None, "none")
+    tagged = response.split("<answer>")[-1].replace("</answer>", "").strip()
+    if "\\boxed" in tagged:
+        tagged = last_boxed(tagged)
+    return Extraction(tagged, "answer_tag") if tagged else Extraction(None, "none")
+
+
 # Which extraction rules count as "well formatted" for each prompt template (SPEC §4 templates).
 # r1 asks for <answer> tags; qwen_math asks for \boxed{}; without an explicit instruction any of the
 # three explicit forms is accepted. The fallback is never a well-formatted answer.
 _FORMAT_METHODS = {
     "r1": ("answer_tag",),
     "qwen_math": ("boxed",),
+    "minimalist": ("boxed",),
     "none": ("answer_tag", "boxed", "gsm8k"),
     "chat": ("answer_tag", "boxed", "gsm8k"),
     None: ("answer_tag", "boxed", "gsm8k"),

@@ -22,7 +22,7 @@ import re
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-from openrlhf_ext.rewards.extract import extract_answer, is_well_formatted, strip_thousands
+from openrlhf_ext.rewards.extract import extract_answer, is_well_formatted, strict_extraction, strip_thousands
 from openrlhf_ext.rewards.labels import decode_puzzle_label, normalize_label
 from openrlhf_ext.rewards.verdict import Verdict
 
@@ -86,10 +86,16 @@ def _judge_puzzle(entry: dict, answer: str | None) -> bool:
     return float(score) >= PUZZLE_FULL_MARKS
 
 
-def judge(response: str, label: str, template: str | None = None, fallback: bool = True) -> Verdict:
-    """Judge ``response`` against ``label`` (a math answer or a reasoning-gym puzzle label)."""
+def judge(
+    response: str, label: str, template: str | None = None, fallback: bool = True, strict: bool = False
+) -> Verdict:
+    """Judge ``response`` against ``label`` (a math answer or a reasoning-gym puzzle label); ``strict``
+    extracts by Dr. GRPO's per-template rule (:func:`~.extract.strict_extraction`)."""
     puzzle = decode_puzzle_label(label)
-    extraction = extract_answer(response, fallback=fallback and puzzle is None)
+    if strict:
+        extraction = strict_extraction(response, template)
+    else:
+        extraction = extract_answer(response, fallback=fallback and puzzle is None)
     format_ok = is_well_formatted(response, extraction, template)
     answer = extraction.answer
     if answer is None:

@@ -365,13 +365,16 @@ class ScoringPool:
                 self._idle.appendleft(worker)
 
     # -- scoring ----------------------------------------------------------------------------------
-    def judge(self, response: str, label: str, template: str | None, fallback: bool, timeout_s: float) -> Outcome:
+    def judge(
+        self, response: str, label: str, template: str | None, fallback: bool, timeout_s: float, strict: bool = False
+    ) -> Outcome:
         """Judge one response in a worker; never takes longer than ``timeout_s`` once a worker has it."""
         payload = {
             "response": response,
             "label": label,
             "template": template,
             "fallback": fallback,
+            "strict": strict,
             "cpu_s": 2.0 * timeout_s + 5.0,
         }
         self.counters.add(calls=1)
@@ -423,13 +426,19 @@ class ScoringPool:
         return Outcome(Verdict(False, False, "none", None, "crash"), time.monotonic() - first_start, False)
 
     def judge_many(
-        self, responses: Sequence[str], labels: Sequence[str], template: str | None, fallback: bool, timeout_s: float
+        self,
+        responses: Sequence[str],
+        labels: Sequence[str],
+        template: str | None,
+        fallback: bool,
+        timeout_s: float,
+        strict: bool = False,
     ) -> list[Outcome]:
         """Judge a batch on all workers at once; results in input order."""
         if len(responses) != len(labels):
             raise ValueError(f"{len(responses)} responses but {len(labels)} labels")
         futures = [
-            self._executor.submit(self.judge, r, lab, template, fallback, timeout_s)
+            self._executor.submit(self.judge, r, lab, template, fallback, timeout_s, strict)
             for r, lab in zip(responses, labels, strict=True)
         ]
         return [f.result() for f in futures]

@@ -171,6 +171,7 @@ def score_responses(
         config.template,
         config.fallback,
         config.timeout_s,
+        config.strict,
     )
     return ScoreBatch(
         [

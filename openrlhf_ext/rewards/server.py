@@ -131,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--format-coef", type=float, default=env_config.format_coef)
     parser.add_argument("--template", choices=TEMPLATES, default=env_config.template)
     parser.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=env_config.fallback)
+    parser.add_argument("--strict", action=argparse.BooleanOptionalAction, default=env_config.strict,
+                        help="Dr. GRPO's strict per-template answer extraction")
     args = parser.parse_args(argv)
     config = dataclasses.replace(
         env_config,
@@ -140,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         format_coef=args.format_coef,
         template=args.template,
         fallback=args.fallback,
+        strict=args.strict,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(args.host, args.port, config))

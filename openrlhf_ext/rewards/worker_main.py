@@ -10,7 +10,7 @@ socket closes (its pool closed or died) and lets the kernel reap its children (S
 
 Worker protocol (the pool in :mod:`openrlhf_ext.rewards.pool` is the only client), frames of
 :mod:`openrlhf_ext.rewards._ipc`: the worker first sends ``{"ready": pid}``, then answers each request
-``{"response", "label", "template", "fallback", "cpu_s"}`` with the fields of a
+``{"response", "label", "template", "fallback", "strict", "cpu_s"}`` with the fields of a
 :class:`~openrlhf_ext.rewards.verdict.Verdict` (plus ``recycle`` after a ``MemoryError``). EOF ends it.
 
 Guards that hold even if the parent dies while a computation is stuck in C code (where no Python
@@ -66,7 +66,8 @@ def serve(proto_in: BinaryIO, proto_out: BinaryIO) -> None:
             return
         _limit_cpu(request["cpu_s"])
         try:
-            reply = asdict(judge(request["response"], request["label"], request["template"], request["fallback"]))
+            reply = asdict(judge(request["response"], request["label"], request["template"], request["fallback"],
+                                 request["strict"]))
         except Exception as exc:  # noqa: BLE001 - anything the input provokes is a wrong answer
             reply = asdict(Verdict(False, False, "none", None, f"exception:{type(exc).__name__}"))
             if isinstance(exc, MemoryError):

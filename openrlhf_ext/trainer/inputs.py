@@ -21,7 +21,7 @@ from typing import Any
 from openrlhf_ext.cli.args import EMBEDDED_MODEL, EMBEDDED_PROMPTS
 from openrlhf_ext.cli.checks import InputError, check_models, check_prompt_files
 from openrlhf_ext.data import INPUT_KEY, LABEL_KEY, DatasetFormatError, build_prompt_file
-from openrlhf_ext.rewards import RewardConfig, unsigned_reward_warning
+from openrlhf_ext.rewards import RewardConfig
 
 
 def _log(message: str) -> None:
@@ -80,10 +80,10 @@ def resolve_prompts(args: SimpleNamespace, tokenizer: Any) -> None:
 
 
 def reward_env(args: SimpleNamespace) -> dict[str, str]:
+    # The CLI already warned if {0,1} rewards change what the advantage mode does.
     config = RewardConfig(signed=args.ext.signed_reward, format_coef=args.ext.format_reward_coef,
-                          timeout_s=args.ext.reward_timeout, template=args.ext.template)
-    if getattr(args.ext, "baseline", None) is not None:  # gae has no grid switches
-        unsigned_reward_warning(args.ext.baseline, args.ext.std_scale, args.ext.positive_only, config.signed)  # logs
+                          timeout_s=args.ext.reward_timeout, template=args.ext.template,
+                          fallback=args.ext.reward_fallback, strict=args.ext.strict_format)
     return config.to_env()
 
 
