@@ -80,6 +80,22 @@ def format_step_line(step: int, status: dict) -> str:
     )
 
 
+class NoTrainingStep(RuntimeError):
+    """The run ended without a single optimizer step."""
+
+
+def zero_step_reason(args) -> str:
+    """Why a run may end without training, for the error that says it did."""
+    if args.algo.dynamic_filtering_enable:
+        low, high = args.algo.dynamic_filtering_range
+        cause = (f"--algo.dynamic_filtering_enable dropped every prompt group: it keeps a group only when its mean "
+                 f"reward is strictly between {low:g} and {high:g} (--algo.dynamic_filtering_range); check that "
+                 "range against the reward's values")
+    else:
+        cause = "every rollout batch was dropped by the filter or the prompts ran out before one batch"
+    return f"the run trained 0 steps: {cause}; no model was saved"
+
+
 class _ExtPPOTrainer(PPOTrainer.__ray_actor_class__):
     def __init__(self, pretrain, strategy, actor_model_group, critic_model_group, reward_model_group,
                  reference_model_group, vllm_engines, **generate_kwargs) -> None:
@@ -91,6 +107,14 @@ class _ExtPPOTrainer(PPOTrainer.__ray_actor_class__):
         )
         os.makedirs(self.args.ckpt.output_dir, exist_ok=True)
         self.metrics_path = os.path.join(self.args.ckpt.output_dir, METRICS_FILE)
+        self.trained_steps = 0
+
+    def fit(self, global_step: int = 0) -> None:
+        super().fit(global_step)
+        resumed = self.args.ckpt.load_enable and os.path.isdir(os.path.join(self.args.ckpt.path, "_actor"))
+        if self.trained_steps == 0 and not resumed:
+            # Raised before OpenRLHF's driver saves the (untrained) model as the final one.
+            raise NoTrainingStep(zero_step_reason(self.args))
 
     def train_step(self, rollout_samples, global_step: int):
         check_rewards(rollout_samples, self.args.reward.remote_url)
@@ -109,6 +133,7 @@ class _ExtPPOTrainer(PPOTrainer.__ray_actor_class__):
         else:
             status, global_step = super().train_step(rollout_samples, global_step)
             metrics = maker.last_metrics
+            self.trained_steps += 1
         status.update({f"ext/{k}": v for k, v in metrics.items()})
         status.update({"ext/skipped_step": float(skipped), "ext/reflection_rate": reflection, **reward_stats})
         return status, global_step
