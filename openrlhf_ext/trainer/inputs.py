@@ -22,6 +22,7 @@ from openrlhf_ext.cli.args import EMBEDDED_MODEL, EMBEDDED_PROMPTS
 from openrlhf_ext.cli.checks import InputError, check_models, check_prompt_files
 from openrlhf_ext.data import INPUT_KEY, LABEL_KEY, DatasetFormatError, build_prompt_file
 from openrlhf_ext.rewards import RewardConfig
+from openrlhf_ext.trainer.checkpoints import resolve_resume
 
 
 def _log(message: str) -> None:
@@ -99,4 +100,5 @@ def prepare_inputs(args: SimpleNamespace) -> dict[str, str]:
     Path(args.ckpt.output_dir).mkdir(parents=True, exist_ok=True)
     resolve_prompts(args, tokenizer)
     check_prompt_files(args, tokenizer)
+    resolve_resume(args)
     return reward_env(args)
