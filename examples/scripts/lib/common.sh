@@ -26,7 +26,10 @@
 #                    (default: HF_TOKEN HF_ENDPOINT NCCL_DEBUG NCCL_SOCKET_IFNAME GLOO_SOCKET_IFNAME
 #                    NCCL_IB_DISABLE)
 #   NO_WAIT=1        submit and return instead of following the logs
+#   IN_RAY_JOB=1     run the trainer here instead of submitting a job: for an entrypoint that is
+#                    already a Ray job (a KubeRay RayJob, examples/k8s/)
 #   DRY_RUN=1        print the `ray job submit` command (secrets masked) instead of running it
+#                    (with IN_RAY_JOB=1: the trainer's command)
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 
@@ -157,6 +160,14 @@ submit() {
         job+=(--no-wait)
     fi
     local -a train=(python3 -m openrlhf_ext.cli.train_ppo_ray "${CLUSTER_ARGS[@]}" "$@")
+    if [ "${IN_RAY_JOB:-0}" = 1 ]; then
+        if [ "${DRY_RUN:-0}" = 1 ]; then
+            printf '%q ' "${train[@]}"
+            printf '\n'
+            return 0
+        fi
+        exec "${train[@]}"
+    fi
     local runtime_env
     if [ "${DRY_RUN:-0}" = 1 ]; then
         # die() inside $(...) only leaves the subshell: propagate its status.
