@@ -18,7 +18,7 @@ from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController
 
 from openrlhf_ext.cli.args import resolve_train_config
-from openrlhf_ext.trainer.experience_maker import ExtExperienceMaker
+from openrlhf_ext.trainer.experience_maker import ExtExperienceMaker, row_plan
 from openrlhf_ext.trainer.policy_loss import ExtPolicyLoss
 
 
@@ -89,7 +89,7 @@ def by_sample(experiences: list[Experience]) -> dict[int, tuple[torch.Tensor, to
 
 def test_reinforce_rej_drops_uniform_groups_before_the_forward_pass():
     args = parse("--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "4",
-                 "--micro_rollout_batch_size", "2", "--init_kl_coef", "0")
+                 "--micro_rollout_batch_size", "2", "--init_kl_coef", "0", "--ext.dropped_rows", "exclude")
     maker = RecordingMaker(args)
     #               all correct  |   mixed          |  all wrong
     rewards = [1.0, 1, 1, 1] + [1.0, -1, -1, 1] + [-1.0, -1, -1, -1]
@@ -116,7 +116,8 @@ def test_reinforce_rej_drops_uniform_groups_before_the_forward_pass():
 
 
 def test_raft_keeps_only_correct_samples_with_advantage_one():
-    args = parse("--advantage_estimator", "raft", "--n_samples_per_prompt", "2", "--init_kl_coef", "0")
+    args = parse("--advantage_estimator", "raft", "--n_samples_per_prompt", "2", "--init_kl_coef", "0",
+                 "--ext.dropped_rows", "exclude")
     assert args.actor.policy_loss_type == "vanilla"
     maker = RecordingMaker(args)
     experiences = maker.make_experience_batch(rollout([1.0, 0.0, 0.0, 0.0, 1.0, 1.0]))
@@ -129,12 +130,111 @@ def test_raft_keeps_only_correct_samples_with_advantage_one():
 
 
 def test_all_filtered_batch_is_detected_without_any_forward():
-    args = parse("--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "2")
+    args = parse("--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "2",
+                 "--ext.dropped_rows", "exclude")
     maker = RecordingMaker(args)
     samples = rollout([1.0, 1.0, 0.0, 0.0])
     assert maker.all_filtered(samples)
     assert maker.forwarded == []
     assert not maker.all_filtered(rollout([1.0, 0.0, 0.0, 0.0]))
+
+
+def test_zero_advantage_rows_stay_in_the_loss_and_skip_the_forward_without_kl_loss():
+    # Reinforce-Rej as the Minimal-RL authors run it (their default --ext.dropped_rows), KL loss off:
+    # uniform groups keep their action mask with advantage 0 but meet no model.
+    args = parse("--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "4",
+                 "--micro_rollout_batch_size", "2", "--init_kl_coef", "0")
+    assert args.ext.dropped_rows == "zero_advantage"
+    maker = RecordingMaker(args)
+    samples = rollout([1.0, 1, 1, 1] + [1.0, -1, -1, 1] + [-1.0, -1, -1, -1])
+    lengths = [int(s.action_mask.sum()) for s in samples]
+    experiences = maker.make_experience_batch(samples)
+    assert sorted(maker.forwarded) == [4, 5, 6, 7]
+    per_sample = by_sample(experiences)
+    for sample_id in (0, 1, 2, 3, 8, 9, 10, 11):
+        advantages, mask = per_sample[sample_id]
+        assert int(mask.sum()) == lengths[sample_id] and advantages.abs().sum() == 0
+    skipped = [e.action_log_probs for e in experiences if set(e.index) <= {0, 1, 2, 3, 8, 9, 10, 11}]
+    assert len(skipped) == 4 and all(torch.isnan(lp).all() for lp in skipped)  # the loss takes ratio 1 there
+    assert maker.last_metrics["forward_skipped_fraction"] == pytest.approx(8 / 12)
+
+
+def test_zero_advantage_rows_get_the_forward_when_a_kl_loss_reads_them():
+    args = parse("--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "2")
+    assert args.algo.kl.use_loss and args.algo.kl.init_coef == 0.001  # the preset's KL loss
+    maker = RecordingMaker(args)
+    experiences = maker.make_experience_batch(rollout([1.0, 1.0, 1.0, -1.0]))
+    assert sorted(maker.forwarded) == [0, 1, 2, 3]
+    assert not maker.all_filtered(rollout([1.0, 1.0, -1.0, -1.0]))  # uniform rows still carry KL / entropy
+    assert all(int(mask.sum()) > 0 for _, mask in by_sample(experiences).values())
+
+
+@pytest.mark.parametrize(
+    ("keep", "truncated", "mode", "kl_loss", "in_loss", "forward"),
+    [
+        ([1, 0, 1, 0], [0, 0, 1, 1], "exclude", False, [1, 0, 0, 0], [1, 0, 0, 0]),
+        ([1, 0, 1, 0], [0, 0, 1, 1], "exclude", True, [1, 0, 0, 0], [1, 0, 0, 0]),
+        ([1, 0, 1, 0], [0, 0, 1, 1], "zero_advantage", False, [1, 1, 0, 0], [1, 0, 0, 0]),
+        ([1, 0, 1, 0], [0, 0, 1, 1], "zero_advantage", True, [1, 1, 0, 0], [1, 1, 0, 0]),
+    ],
+)
+def test_row_plan(keep, truncated, mode, kl_loss, in_loss, forward):
+    got_loss, got_forward = row_plan(torch.tensor(keep).bool(), torch.tensor(truncated).bool(), mode, kl_loss)
+    assert got_loss.tolist() == [bool(v) for v in in_loss]
+    assert got_forward.tolist() == [bool(v) for v in forward]
+
+
+def test_overlong_filter_masks_truncated_responses_and_counts_them():
+    args = parse("--advantage_estimator", "group_norm", "--n_samples_per_prompt", "2", "--init_kl_coef", "0",
+                 "--ext.overlong_filter", "--generate_max_len", "64")
+    maker = RecordingMaker(args)
+    samples = rollout([1.0, 0.0, 1.0, 0.0])
+    samples[1].truncated = torch.tensor([True])  # finish reason "length"
+    samples[2].truncated = None  # no flag recorded: a response filling max_new_tokens counts as truncated
+    samples[2].action_mask[:, -2:] = 1
+    maker.args.rollout.max_new_tokens = int(samples[2].action_mask.sum())
+    experiences = maker.make_experience_batch(samples)
+    per_sample = by_sample(experiences)
+    assert sorted(maker.forwarded) == [0, 3]  # masked rows need no forward
+    assert per_sample[1][1].sum() == 0 and per_sample[2][1].sum() == 0
+    # the group statistics still see the truncated responses: A = (r - 0.5) / std = +-0.7071
+    torch.testing.assert_close(per_sample[0][0][per_sample[0][1].bool()].unique(), torch.tensor([0.7071068]))
+    assert maker.last_metrics["overlong_masked"] == 2
+
+
+def normalisers(experiences: list[Experience]) -> tuple[float, float]:
+    """The global token / sequence counts OpenRLHF's actor normalises the step's loss by."""
+    masks = [e.action_mask for e in experiences]
+    return float(sum(m.sum() for m in masks)), float(sum((m.sum(-1) > 0).sum() for m in masks))
+
+
+def test_dropped_rows_modes_differ_in_the_normalisers_by_the_kept_token_fraction():
+    # One rollout, two modes: the loss is sum(per-token loss) / N_tok, and only kept rows have a
+    # non-zero per-token loss, so the step size of 'zero_advantage' is that of 'exclude' times the
+    # kept-token fraction (RAFT++ Eq. 8 averages over the whole batch with an indicator).
+    rewards = [1.0, 1, 1, 1] + [1.0, -1, -1, 1] + [-1.0, -1, -1, -1] + [1.0, 1, -1, -1]
+    runs = {}
+    for mode in ("exclude", "zero_advantage"):
+        args = parse("--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "4",
+                     "--micro_rollout_batch_size", "4", "--ext.dropped_rows", mode)
+        experiences = RecordingMaker(args).make_experience_batch(rollout(rewards, seed=3))
+        runs[mode] = experiences
+    samples = rollout(rewards, seed=3)
+    lengths = torch.tensor([float(s.action_mask.sum()) for s in samples])
+    kept_tokens, all_tokens = float(lengths[4:8].sum() + lengths[12:].sum()), float(lengths.sum())
+    assert normalisers(runs["exclude"]) == (kept_tokens, 8.0)
+    assert normalisers(runs["zero_advantage"]) == (all_tokens, 16.0)
+
+    loss_fn = ExtPolicyLoss.from_args(parse("--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "4"))
+    losses = {}
+    for mode, experiences in runs.items():
+        n_tok, n_seq = normalisers(experiences)
+        losses[mode] = sum(
+            loss_fn(e.action_log_probs.nan_to_num(-0.5) + 0.1, e.action_log_probs, e.advantages, e.action_mask,
+                    batch_num_tokens=n_tok, global_batch_size=n_seq)[0]
+            for e in experiences
+        )
+    torch.testing.assert_close(losses["zero_advantage"], losses["exclude"] * kept_tokens / all_tokens)
 
 
 def stock_maker(args) -> RemoteExperienceMaker:

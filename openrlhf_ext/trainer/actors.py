@@ -33,6 +33,11 @@ class ExtActorPPOTrainer(ActorPPOTrainer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.actor_loss_fn = ExtPolicyLoss.from_args(self.args)
+        # Entropy is always logged (the Minimalist and Tricks-or-Traps papers analyse it): stock
+        # computes and logs it whenever the coefficient is not None, and adds it to the loss only
+        # when the coefficient is non-zero.
+        if self.args.actor.entropy_coef is None:
+            self.args.actor.entropy_coef = 0.0
 
     def training_step(self, experience, kl_ctl: float, step: int, loss_batch_info=None):
         if loss_batch_info is not None:

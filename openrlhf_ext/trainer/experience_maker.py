@@ -4,13 +4,26 @@ For every critic-free estimator (the stock names included) the advantages and re
 :func:`openrlhf_ext.algorithms.compute_token_advantages`; ``gae`` keeps the stock path.
 
 Filtering. With a rule-based reward the rewards arrive with the rollout, so the samples a filter
-(or ``positive_only``) drops are known before any model runs: they skip the actor, reference and
-critic forward passes. They still go to training as *masked rows* (action mask all zero, advantage
-0): every data-parallel rank then receives the same number of samples as without filtering (no
-collective deadlock, DeepSpeed's gradient-accumulation boundaries stay where they were), and a
-masked row adds nothing to the loss nor to the global token / sequence counts that normalise it.
-A batch in which every sample is dropped is reported through :attr:`all_filtered`; the trainer
-then skips the optimizer step.
+(or ``positive_only``) drops are known before any model runs. How they enter the loss is
+``--ext.dropped_rows`` (:func:`row_plan`):
+
+* ``exclude``: *masked rows* (action mask all zero, advantage 0): nothing in the loss nor in the
+  global token / sequence counts that normalise it;
+* ``zero_advantage`` (the Minimal-RL authors' code): the rows keep their action mask with advantage
+  0, so they count in the normalisers and in the KL loss (and the entropy term).
+
+A row skips the actor, reference and critic forward passes whenever no loss term can use them:
+always when excluded, and when kept with advantage 0 unless a KL loss needs its reference
+log-probs. Its old log-probs are then :data:`~.policy_loss.SKIPPED_LOG_PROB` (ratio 1 in the loss).
+Every row still goes to training, so every data-parallel rank receives the same number of samples
+as without filtering (no collective deadlock, DeepSpeed's gradient-accumulation boundaries stay).
+
+Overlong filtering (``--ext.overlong_filter``, Tricks or Traps, arXiv:2508.08221): truncated responses
+(finish reason ``length``) are masked out of the loss like excluded rows, after the advantages are
+computed (they still count in the group statistics); the number is logged as ``overlong_masked``.
+
+A batch with no row left in the loss is reported through :attr:`all_filtered`; the trainer then
+skips the optimizer step.
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ from openrlhf.utils.logging_utils import init_logger
 
 from openrlhf_ext.algorithms import AdvantageConfig, compute_advantage_result, compute_token_advantages, get_preset
 from openrlhf_ext.trainer.metrics import rollout_metrics
+from openrlhf_ext.trainer.policy_loss import SKIPPED_LOG_PROB
 
 logger = init_logger(__name__)
 
@@ -37,12 +51,43 @@ def advantage_config_from_args(args) -> AdvantageConfig | None:
     return AdvantageConfig(**{f.name: getattr(args.ext, f.name) for f in dataclasses.fields(AdvantageConfig)})
 
 
+def row_plan(
+    keep: torch.Tensor, truncated: torch.Tensor, dropped_rows: str, kl_loss: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which rows enter the loss and which need the rollout forward passes; bool [N] each.
+
+    Args:
+        keep: the advantage stage kept the row (False: dropped by a filter / ``positive_only``).
+        truncated: the row is masked out by overlong filtering.
+        dropped_rows: ``exclude`` or ``zero_advantage`` (see the module docstring).
+        kl_loss: a KL loss with a positive coefficient is active (it reads the reference log-probs).
+    """
+    in_loss = (keep if dropped_rows == "exclude" else torch.ones_like(keep)) & ~truncated
+    forward = in_loss if kl_loss else keep & in_loss
+    return in_loss, forward
+
+
+def truncated_rows(items: list[Experience], max_new_tokens: int | None) -> torch.Tensor:
+    """bool [N]: generation stopped on the length limit (vLLM's finish reason ``length``). Where the
+    generator did not record it, a response that filled ``max_new_tokens`` counts as truncated."""
+    flags = []
+    for item in items:
+        if item.truncated is not None:
+            flags.append(item.truncated.reshape(-1).bool())
+        elif max_new_tokens:
+            flags.append(item.action_mask.sum(-1) >= max_new_tokens)
+        else:
+            flags.append(torch.zeros(item.action_mask.shape[0], dtype=torch.bool))
+    return torch.cat(flags)
+
+
 @dataclass
 class _PreparedRollout:
     """A rollout batch with penalties applied and the filter decision taken (once per batch)."""
 
     samples: list
-    keep: torch.Tensor  # bool [N], rollout order
+    in_loss: torch.Tensor  # bool [N], rollout order
+    forward: torch.Tensor  # bool [N]
     stats: dict[str, float]
 
 
@@ -74,8 +119,20 @@ class ExtExperienceMaker(RemoteExperienceMaker):
         if rewards.numel() % n:
             raise ValueError(f"rollout of {rewards.numel()} samples is not made of groups of n_samples_per_prompt={n}")
         result = compute_advantage_result(rewards.view(-1, n), self.grid)
-        self._prepared = _PreparedRollout(rollout_samples, result.keep.reshape(-1), result.stats)
+        in_loss, forward, _ = self._row_plan(rollout_samples, result.keep.reshape(-1))
+        self._prepared = _PreparedRollout(rollout_samples, in_loss, forward, result.stats)
         return self._prepared
+
+    def _row_plan(
+        self, items: list[Experience], keep: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:func:`row_plan` for these rows under the run's flags, plus the overlong mask it used."""
+        args = self.args
+        truncated = torch.zeros_like(keep)
+        if args.ext.overlong_filter:
+            truncated = truncated_rows(items, args.rollout.max_new_tokens)
+        kl_loss = args.algo.kl.use_loss and args.algo.kl.init_coef > 0
+        return (*row_plan(keep, truncated, args.ext.dropped_rows, kl_loss), truncated)
 
     def rollout_metrics(self, experiences: list[Experience]) -> dict[str, float]:
         """Reward mean and response lengths (overall, correct, wrong) of a rollout (SPEC §5)."""
@@ -85,7 +142,7 @@ class ExtExperienceMaker(RemoteExperienceMaker):
 
     def all_filtered(self, rollout_samples: list[Experience]) -> bool:
         prepared = self.prepare(rollout_samples)
-        return prepared is not None and not bool(prepared.keep.any())
+        return prepared is not None and not bool(prepared.in_loss.any())
 
     # -- experience making ---------------------------------------------------------------------
 
@@ -97,14 +154,14 @@ class ExtExperienceMaker(RemoteExperienceMaker):
             return super().make_experience_batch(rollout_samples)
         for i, sample in enumerate(rollout_samples):
             sample.index = [i]  # global ids, carried into the masked rows
-        kept_ids = prepared.keep.nonzero().flatten().tolist()
-        dropped_ids = (~prepared.keep).nonzero().flatten().tolist()
+        forward_ids = prepared.forward.nonzero().flatten().tolist()
+        skipped_ids = (~prepared.forward).nonzero().flatten().tolist()
         experiences = _interleave(
-            self._forward_kept(rollout_samples, kept_ids),
-            self._masked_rows([rollout_samples[i] for i in dropped_ids]),
+            self._forward_kept(rollout_samples, forward_ids),
+            self._masked_rows([rollout_samples[i] for i in skipped_ids]),
         )
         self._grid_advantages(experiences)
-        self.last_metrics["forward_skipped_fraction"] = len(dropped_ids) / len(rollout_samples)
+        self.last_metrics["forward_skipped_fraction"] = len(skipped_ids) / len(rollout_samples)
         return experiences
 
     def _forward_kept(self, rollout_samples: list[Experience], kept_ids: list[int]) -> list[Experience]:
@@ -117,13 +174,14 @@ class ExtExperienceMaker(RemoteExperienceMaker):
         return self.make_experience(micro_batches)
 
     def _masked_rows(self, dropped: list[Experience]) -> list[Experience]:
-        """Dropped samples as micro-batches that skip every forward pass (filled with zeros)."""
+        """Samples that skip every forward pass, as micro-batches filled with zeros. Their old log-probs
+        are :data:`SKIPPED_LOG_PROB` (only zero-advantage rows keep an action mask to use them)."""
         size = self.args.rollout.micro_batch_size
         rows = []
         for start in range(0, len(dropped), size):
             batch = Experience.concat_experiences(dropped[start : start + size], self.tokenizer.pad_token_id)
             zeros = torch.zeros(batch.action_mask.shape, dtype=torch.float32)
-            batch.action_log_probs = zeros
+            batch.action_log_probs = torch.full_like(zeros, SKIPPED_LOG_PROB)
             batch.base_action_log_probs = zeros.clone() if self.args.algo.kl.use_loss else None
             batch.values = zeros.clone() if self.critic_model_group is not None else None
             batch.kl = zeros.clone()
@@ -166,12 +224,16 @@ class ExtExperienceMaker(RemoteExperienceMaker):
             reward_clip_range=tuple(args.reward.clip_range),
             whiten_std=not args.algo.advantage.no_std_norm,
         )
-        self.last_metrics = {**result.stats, **self.rollout_metrics(experiences)}
-        for exp, adv, ret, kept in zip(experiences, result.advantages, result.returns, result.keep, strict=True):
+        in_loss, _, truncated = self._row_plan(experiences, torch.cat(result.keep))
+        self.last_metrics = {**result.stats, **self.rollout_metrics(experiences), "overlong_masked": int(truncated.sum())}
+        for exp, adv, ret, rows in zip(
+            experiences, result.advantages, result.returns, in_loss.split([len(e.index) for e in experiences]),
+            strict=True,
+        ):
             exp.advantages = adv
             exp.returns = ret
-            # Dropped samples become masked rows: no loss, no token or sequence count.
-            exp.action_mask = exp.action_mask * kept.unsqueeze(-1).to(exp.action_mask.dtype)
+            # Rows out of the loss become masked rows: no loss, no token or sequence count.
+            exp.action_mask = exp.action_mask * rows.unsqueeze(-1).to(exp.action_mask.dtype)
             exp.info["return"] = (ret * exp.action_mask).sum(-1) / exp.action_mask.sum(-1).clamp(min=1)
             exp.kl = None
 

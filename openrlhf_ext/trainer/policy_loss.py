@@ -17,6 +17,10 @@ from openrlhf.models import PolicyLoss
 from openrlhf_ext.algorithms import aggregate_loss, policy_loss
 
 STOCK_AGG_MODES = ("token-mean", "seq-mean-token-mean")
+SKIPPED_LOG_PROB = float("nan")
+"""Old log-prob of a zero-advantage row that skipped the rollout forward passes: the loss then takes
+the current log-prob (ratio 1), so the row adds 0 to the policy loss and nothing to ppo_kl or the
+clip fraction, while it still counts in the normalisers."""
 STOCK_LOSS_TYPES = ("ppo", "gspo")
 
 
@@ -61,6 +65,7 @@ class ExtPolicyLoss(PolicyLoss):
         batch_num_tokens: float | None = None,
         global_batch_size: float | None = None,
     ):
+        old_log_probs = torch.where(torch.isnan(old_log_probs), log_probs.detach(), old_log_probs)
         if self.uses_stock_path:
             return super().forward(
                 log_probs, old_log_probs, advantages, action_mask, rollout_log_probs,
