@@ -7,7 +7,9 @@ Differences from stock, all in overridden methods:
   optimizer step) with a warning and ``ext/skipped_step = 1``: an optimizer step on an empty batch
   would still move the weights through Adam's momentum;
 * each step adds the SPEC §5 rollout metrics (``ext/*``), prints one line of them and appends the
-  whole status to ``<ckpt.output_dir>/metrics.jsonl``.
+  whole status to ``<ckpt.output_dir>/metrics.jsonl``;
+* with ``--ext.mlflow_uri``, the configuration, every step's status and the evaluations also go to
+  mlflow (:mod:`openrlhf_ext.trainer.mlflow_logger`); stock wandb / TensorBoard logging is untouched.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from openrlhf_ext.rewards import summarize_logs
 from openrlhf_ext.trainer.experience_maker import ExtExperienceMaker
 from openrlhf_ext.trainer.failures import check_rewards
 from openrlhf_ext.trainer.metrics import reflection_rate
+from openrlhf_ext.trainer.mlflow_logger import mlflow_logger_for
 
 logger = init_logger(__name__)
 
@@ -107,14 +110,27 @@ class _ExtPPOTrainer(PPOTrainer.__ray_actor_class__):
         )
         os.makedirs(self.args.ckpt.output_dir, exist_ok=True)
         self.metrics_path = os.path.join(self.args.ckpt.output_dir, METRICS_FILE)
+        self.mlflow_logger = mlflow_logger_for(self.args)
         self.trained_steps = 0
 
     def fit(self, global_step: int = 0) -> None:
-        super().fit(global_step)
-        resumed = self.args.ckpt.load_enable and os.path.isdir(os.path.join(self.args.ckpt.path, "_actor"))
-        if self.trained_steps == 0 and not resumed:
-            # Raised before OpenRLHF's driver saves the (untrained) model as the final one.
-            raise NoTrainingStep(zero_step_reason(self.args))
+        failed = True  # the mlflow run's end status
+        try:
+            super().fit(global_step)
+            resumed = self.args.ckpt.load_enable and os.path.isdir(os.path.join(self.args.ckpt.path, "_actor"))
+            if self.trained_steps == 0 and not resumed:
+                # Raised before OpenRLHF's driver saves the (untrained) model as the final one.
+                raise NoTrainingStep(zero_step_reason(self.args))
+            failed = False
+        finally:
+            if self.mlflow_logger:
+                self.mlflow_logger.close(failed=failed)
+
+    def evaluate(self, global_step, **generate_kwargs):
+        logs = super().evaluate(global_step, **generate_kwargs)
+        if self.mlflow_logger:
+            self.mlflow_logger.log_eval(global_step, logs)
+        return logs
 
     def train_step(self, rollout_samples, global_step: int):
         check_rewards(rollout_samples, self.args.reward.remote_url)
@@ -146,6 +162,8 @@ class _ExtPPOTrainer(PPOTrainer.__ray_actor_class__):
         record.update({k: _jsonable(v) for k, v in logs_dict.items() if k != "generated_samples"})
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        if self.mlflow_logger:
+            self.mlflow_logger.log_train(global_step, logs_dict)
         print(format_step_line(global_step, logs_dict), flush=True)
 
     def runtime_classes(self) -> dict[str, str]:

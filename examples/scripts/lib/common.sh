@@ -24,7 +24,8 @@
 #   WANDB_PROJECT    wandb project                             (default openrlhf-ext)
 #   FORWARD_ENV      further variables copied into the job's environment when set
 #                    (default: HF_TOKEN HF_ENDPOINT NCCL_DEBUG NCCL_SOCKET_IFNAME GLOO_SOCKET_IFNAME
-#                    NCCL_IB_DISABLE)
+#                    NCCL_IB_DISABLE, and mlflow's MLFLOW_EXPERIMENT_NAME MLFLOW_TRACKING_USERNAME
+#                    MLFLOW_TRACKING_PASSWORD MLFLOW_TRACKING_TOKEN for --ext.mlflow_uri)
 #   NO_WAIT=1        submit and return instead of following the logs
 #   IN_RAY_JOB=1     run the trainer here instead of submitting a job: for an entrypoint that is
 #                    already a Ray job (a KubeRay RayJob, examples/k8s/)
@@ -43,7 +44,8 @@ RUN_ROOT=${RUN_ROOT:-/workspace/runs}
 SAVE_STEPS=${SAVE_STEPS:-20}
 CODE_MODE=${CODE_MODE:-working_dir}
 WANDB_PROJECT=${WANDB_PROJECT:-openrlhf-ext}
-FORWARD_ENV=${FORWARD_ENV:-HF_TOKEN HF_ENDPOINT NCCL_DEBUG NCCL_SOCKET_IFNAME GLOO_SOCKET_IFNAME NCCL_IB_DISABLE}
+FORWARD_ENV=${FORWARD_ENV:-HF_TOKEN HF_ENDPOINT NCCL_DEBUG NCCL_SOCKET_IFNAME GLOO_SOCKET_IFNAME NCCL_IB_DISABLE \
+MLFLOW_EXPERIMENT_NAME MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD MLFLOW_TRACKING_TOKEN}
 
 die() {
     echo "error: $*" >&2
@@ -75,7 +77,7 @@ runtime_env_json() {
         [ -n "${!name:-}" ] || continue
         value=${!name}
         require_plain "$value" "$name"
-        if [ "$mask" = 1 ] && [[ $name == *KEY* || $name == *TOKEN* ]]; then
+        if [ "$mask" = 1 ] && [[ $name == *KEY* || $name == *TOKEN* || $name == *PASSWORD* ]]; then
             value="<set>"
         fi
         env_json+=", $(json_str "$name"): $(json_str "$value")"
