@@ -135,6 +135,40 @@ def test_std_zero_group_left_unscaled_and_counted():
     assert result.stats["zero_std_groups"] == 1
 
 
+def test_identical_non_binary_rewards_follow_the_std_zero_rule():
+    # Eight times 0.1 in float32: the float mean is off by an ulp and the std is ~8e-9, not 0.
+    # Without the exact-equality rule GRPO would give (0.1 - mean) / (8e-9 + 1e-9) ~ -0.83 and the
+    # unbaselined group std ~1e7; the rule gives 0 and 0.1.
+    rewards = torch.tensor([[0.1] * 8, [0.0, 1.0] * 4])
+    grpo = compute_advantage_result(rewards, "group_norm")
+    assert grpo.advantages[0].tolist() == [0.0] * 8
+    assert grpo.stats["zero_std_groups"] == 1
+    # mixed group: (r - 0.5) / (std + 1e-9), unbiased std of [0, 1] * 4 = sqrt(2/7)
+    torch.testing.assert_close(grpo.advantages[1], torch.tensor([-0.5, 0.5] * 4) / math.sqrt(2 / 7))
+    unbaselined = compute_advantage_result(rewards, AdvantageConfig(std_scale="group"))
+    torch.testing.assert_close(unbaselined.advantages[0], torch.full((8,), 0.1))
+    # Lite PPO on a batch of identical rewards: batch std 0, counted, numerator (exactly 0) unscaled.
+    lite = compute_advantage_result(torch.full((2, 8), 0.1), "lite_ppo")
+    assert lite.advantages.abs().sum() == 0
+    assert (lite.stats["zero_std_batch"], lite.stats["zero_std_groups"]) == (1, 2)
+
+
+def test_nearly_equal_rewards_are_not_zero_std():
+    # 0.1 and 0.1 + 1e-6 differ: a real (tiny) spread, divided as usual -> +-0.7071 at n = 2.
+    rewards = torch.tensor([[0.1, 0.1 + 1e-6]], dtype=torch.float64)
+    result = compute_advantage_result(rewards, AdvantageConfig(baseline="group_mean", std_scale="group", std_eps=0.0))
+    torch.testing.assert_close(result.advantages, torch.tensor([[-1.0, 1.0]], dtype=torch.float64) / math.sqrt(2))
+    assert result.stats["zero_std_groups"] == 0
+
+
+def test_zero_std_filter_drops_groups_without_spread():
+    rewards = torch.tensor([[0.3, 0.3, 0.3], [0.2, 0.5, 0.8], [0.0, 0.0, 0.0]])
+    result = compute_advantage_result(rewards, AdvantageConfig(filter="zero_std", baseline="group_mean"))
+    assert result.keep.tolist() == [[F, F, F], [T, T, T], [F, F, F]]
+    torch.testing.assert_close(result.advantages, torch.tensor([[0.0, 0, 0], [-0.3, 0.0, 0.3], [0.0, 0, 0]]))
+    assert result.stats["kept_fraction"] == pytest.approx(3 / 9)
+
+
 def test_batch_std_zero_left_unscaled():
     rewards = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
     result = compute_advantage_result(rewards, AdvantageConfig(std_scale="batch"))

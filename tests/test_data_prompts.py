@@ -66,6 +66,17 @@ def test_chat_template_uses_the_tokenizer():
         apply_template("q", "chat")
 
 
+def test_minimalist_template_is_the_minimal_rl_prompt():
+    # RLHFlow/Minimal-RL scripts/data_preprocess/numina_math.py: system prompt + question + CoT suffix.
+    assert apply_template("What is 2+2?", "minimalist", _chat_tokenizer()) == (
+        "<|system|>\nPlease reason step by step, and put your final answer within \\boxed{}.\n"
+        "<|user|>\nWhat is 2+2? Let's think step by step and output the final answer within \\boxed{}.\n"
+        "<|assistant|>\n"
+    )
+    with pytest.raises(ValueError, match="minimalist"):
+        apply_template("q", "minimalist")
+
+
 def test_unknown_template():
     with pytest.raises(ValueError, match="unknown template"):
         apply_template("q", "alpaca")

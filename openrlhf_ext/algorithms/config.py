@@ -286,3 +286,13 @@ def resolve_config(config: AdvantageConfig | str) -> AdvantageConfig:
     if isinstance(config, str):
         return AdvantageConfig.from_preset(config)
     raise TypeError(f"expected an AdvantageConfig or a preset name, got {type(config).__name__}")
+
+
+def preset_settings_markdown() -> str:
+    """The table of every preset's training settings and their sources (docs/algorithms.md §2.1;
+    ``tests/test_presets.py`` fails when the committed docs differ)."""
+    lines = ["| estimator | flag | value | source |", "|---|---|---|---|"]
+    for preset in PRESETS.values():
+        for dest, setting in preset.settings.items():
+            lines.append(f"| `{preset.name}` | `--{dest}` | `{setting.value}` | {setting.source} |")
+    return "\n".join(lines) + "\n"
