@@ -204,6 +204,18 @@ def test_strict_extraction_follows_dr_grpo_per_template(response, template, answ
     assert strict_extraction(response, template).answer == answer
 
 
+def test_strict_and_fallback_change_the_verdict():
+    from openrlhf_ext.rewards.judge import judge
+
+    bare = "2 + 5 makes 7"
+    assert judge(bare, "7", "qwen_math").correct  # lenient default: the last number counts
+    assert not judge(bare, "7", "qwen_math", fallback=False).correct
+    assert not judge(bare, "7", "qwen_math", strict=True).correct
+    assert judge("so \\boxed{7}", "7", "qwen_math", strict=True).correct
+    assert not judge("<answer>7</answer>", "7", "r1", strict=True).correct  # no "</think> <answer>"
+    assert judge("ok </think> <answer>7</answer>", "7", "r1", strict=True).correct
+
+
 def test_fallback_and_strict_reach_the_environment():
     config = RewardConfig(fallback=False, strict=True)
     env = config.to_env()
