@@ -480,16 +480,15 @@ def _choose_cpu_param_dtype(ns: argparse.Namespace, explicit: set[str]) -> set[s
 def _size_layout(ns: argparse.Namespace, explicit: set[str]) -> set[str]:
     """OpenRLHF's layout defaults are a GPU node's (8 policy, 8 reference, 8 critic ranks). Without
     a GPU (or for the embedded demo) every layout flag the user did not give becomes one rank / one
-    engine, said once on stderr. Call before the demo fills in its model. Returns the dests set."""
-    from openrlhf_ext.trainer.cpu.layout import laptop_layout, layout_reason
+    engine (the launch says so, from the provenance 'cpu'). Call before the demo fills in its
+    model. Returns the dests set."""
+    from openrlhf_ext.trainer.cpu.layout import laptop_layout, sizes_layout
 
-    reason = layout_reason(embedded=getattr(ns, "actor.model_name_or_path") is None)
-    changes = laptop_layout(vars(ns), explicit) if reason else {}
+    if not sizes_layout(embedded=getattr(ns, "actor.model_name_or_path") is None):
+        return set()
+    changes = laptop_layout(vars(ns), explicit)
     for dest, (_, new) in changes.items():
         setattr(ns, dest, new)
-    if changes:
-        listed = ", ".join(f"--{dest} {old} -> {new}" for dest, (old, new) in changes.items())
-        print(f"[openrlhf_ext.cpu] {listed} ({reason}; give a flag to choose)", file=sys.stderr, flush=True)
     return set(changes)
 
 

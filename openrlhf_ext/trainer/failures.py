@@ -63,6 +63,22 @@ def _task_part(err: BaseException) -> tuple[str, int | None]:
     return f"{match['name']} (pid {match['pid']}, node {match['ip']})", int(match["pid"])
 
 
+# A traceback's exception line: "module.Name: message" at the start of a line.
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*: \S")
+
+
+def _exception_line(traceback_text: str) -> str:
+    """The last exception of a formatted traceback, its message continued by the indented lines
+    after it (pydantic puts the reason there), cut to one line."""
+    lines = _plain(traceback_text).splitlines()
+    starts = [i for i, line in enumerate(lines) if _EXCEPTION_LINE.match(line)]
+    if not starts:
+        return _first_line(lines[-1] if lines else "")
+    tail = lines[starts[-1]:]
+    end = next((i for i, line in enumerate(tail[1:], 1) if not line.startswith(" ")), len(tail))
+    return _first_line(" ".join(part.strip() for part in tail[:end]))
+
+
 def summarize_failure(err: BaseException) -> tuple[str, str, int | None]:
     """(failed part, cause, worker pid) of a Ray failure chain, from its innermost link."""
     from ray.exceptions import ActorDiedError, RayError, RayTaskError
@@ -76,6 +92,10 @@ def summarize_failure(err: BaseException) -> tuple[str, str, int | None]:
                 continue
             cause = err.cause if err.cause is not None else err
             return part, f"{type(cause).__name__}: {_first_line(cause)}", pid
+        if isinstance(err, ActorDiedError) and err.actor_init_failed:
+            # The text is the constructor's task header and traceback, not the tab-indented fields.
+            part, pid = _task_part(err)
+            return part, f"actor died in its constructor: {_exception_line(err.error_msg)}", pid
         if isinstance(err, ActorDiedError):
             fields = _died_actor_fields(err.error_msg)
             pid = int(fields["pid"]) if fields.get("pid", "").isdigit() else pid

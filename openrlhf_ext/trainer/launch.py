@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,26 +38,39 @@ def launch(args: SimpleNamespace) -> None:
     from openrlhf_ext.trainer.failures import RunFailure, describe_failure
     from openrlhf_ext.trainer.injection import injected
     from openrlhf_ext.trainer.inputs import prepare_inputs
+    from openrlhf_ext.trainer.run_guard import guarded_run
 
     worker_env = prepare_inputs(args)
     ray_env = dict(worker_env)
     if not torch.cuda.is_available():
+        from openrlhf_ext.cli.checks import InputError
         from openrlhf_ext.trainer.cpu import install_driver_patches
+        from openrlhf_ext.trainer.cpu.layout import GIB, Machine, check_fit, sized_layout_line
         from openrlhf_ext.trainer.cpu.worker import cpu_worker_env
 
-        install_driver_patches()
+        layout_line = sized_layout_line(args, Machine.this())
+        if layout_line:
+            print(f"[openrlhf_ext.cpu] {layout_line}", file=sys.stderr, flush=True)
         ray_env.update(cpu_worker_env())
+        fit = check_fit(args, engine_cache_bytes=int(float(ray_env.get("VLLM_CPU_KVCACHE_SPACE", 0)) * GIB))
+        if fit and fit.fatal:
+            raise InputError(fit.message)
+        if fit:
+            print(f"[openrlhf_ext.cpu] warning: {fit.message}", file=sys.stderr, flush=True)
+        install_driver_patches()
     # Built before os.environ gets worker_env: ray_runtime_env leaves out what this process already
     # has, which must mean "set by the job's runtime env", not "set by us a line above".
     runtime_env = ray_runtime_env(ray_env)
     os.environ.update(worker_env)  # the driver-side reward calls (evaluation) read them too
-    if not ray.is_initialized():
-        ray.init(runtime_env=runtime_env)
-    try:
-        with injected():
-            stock_train(args)
-    except RayError as err:
-        raise RunFailure(describe_failure(err, args.ckpt.output_dir)) from err
+    # Every process of the run ends with it, and a dead actor fails it at once (see run_guard).
+    with guarded_run() as guard:
+        if not ray.is_initialized():
+            ray.init(runtime_env=runtime_env)
+        try:
+            with injected(), guard.watching_actors():
+                stock_train(args)
+        except RayError as err:
+            raise RunFailure(describe_failure(err, args.ckpt.output_dir)) from err
     write_report(args.ckpt.output_dir)
 
 

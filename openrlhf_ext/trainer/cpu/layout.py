@@ -4,9 +4,11 @@ OpenRLHF's layout defaults are a GPU node's: 8 policy ranks, 8 reference ranks, 
 (one per GPU). On a laptop they would start 17+ processes on a few cores. Two pure functions:
 
 * :func:`laptop_layout`: every layout flag the user did not give becomes one rank / one engine
-  (the CLI applies it before validation when there is no GPU and the run starts its own Ray);
+  (the CLI applies it before validation when there is no GPU and the run starts its own Ray; the
+  launch names them in one line, :func:`sized_layout_line`);
 * :func:`fit_problem`: the memory and cores the final layout needs against what the machine has,
-  as the one line to stop with (``launch`` calls it before Ray starts).
+  as one line: an error when it can never fit, a warning when the memory available now is short
+  (``launch`` calls it through :func:`check_fit` before Ray starts).
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ LAYOUT_DESTS = (
 # Set to 1 to start a layout that fit_problem refuses (its estimate is approximate).
 SKIP_FIT_CHECK_ENV = "OPENRLHF_EXT_SKIP_FIT_CHECK"
 
-# Resident memory before any model is loaded, measured on the 2-core machine (PSS, tiny model):
-# the driver with GCS, raylet and Ray's agents; one actor process with torch, transformers and
-# DeepSpeed imported; a vLLM engine (its Ray actor plus vLLM's engine-core process).
-RAY_BASE_BYTES = int(1.5 * GIB)
-ACTOR_BASE_BYTES = int(0.7 * GIB)
-ENGINE_BASE_BYTES = int(1.5 * GIB)
+# Resident memory (PSS) before the models' own bytes, measured on the 2-core machine with the tiny
+# model (peak 5.85 GiB for policy + reference + engine + trainer): the driver with GCS, raylet and
+# Ray's agents 2.0; one actor process with torch, transformers and DeepSpeed imported 0.6; a vLLM
+# engine's worker and engine-core processes 0.8 besides its Ray actor and its KV cache.
+RAY_BASE_BYTES = int(2.0 * GIB)
+ACTOR_BASE_BYTES = int(0.6 * GIB)
+ENGINE_BASE_BYTES = int(0.8 * GIB)
 
 # Adam training (ZeRO paper, per parameter): weights 2 + gradients 2 + fp32 master weights and
 # two moments 12 bytes in bf16/fp16; in fp32, 4 + 4 + 8. ZeRO stage s shards the last
@@ -47,35 +50,55 @@ WEIGHT_BYTES = {"bf16": 2, "fp16": 2}  # anything else (fp32) is 4
 @dataclass(frozen=True)
 class Machine:
     cores: int
+    total_bytes: int
     available_bytes: int
 
     @classmethod
     def this(cls) -> Machine:
-        """The cores this process may run on and the memory available now (not the total)."""
+        """The cores this process may run on, the memory installed and the memory available now."""
         import psutil
 
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return cls(cores=cores, available_bytes=psutil.virtual_memory().available)
+        memory = psutil.virtual_memory()
+        return cls(cores=cores, total_bytes=memory.total, available_bytes=memory.available)
 
     def describe(self) -> str:
-        return f"{self.cores} cores, {self.available_bytes / GIB:.1f} GiB available"
+        return f"{self.cores} cores, {self.available_bytes / GIB:.1f} of {self.total_bytes / GIB:.1f} GiB available"
 
 
-def layout_reason(embedded: bool) -> str | None:
-    """Why the laptop layout applies to this run; None when the stock layout stands (a machine
-    with a GPU, or a Ray cluster given by ``RAY_ADDRESS``, whose resources are not this machine's)."""
+def runs_on_this_cpu() -> bool:
+    """No GPU, and Ray is started here: not a cluster given by ``RAY_ADDRESS``, whose resources
+    are not this machine's."""
     import torch
 
-    own_ray = os.environ.get("RAY_ADDRESS", "local") in ("", "local")
-    if own_ray and not torch.cuda.is_available():
-        return f"no GPU: sized to this machine, {Machine.this().describe()}"
-    return "the embedded demo runs one rank per role" if embedded else None
+    return os.environ.get("RAY_ADDRESS", "local") in ("", "local") and not torch.cuda.is_available()
+
+
+def sizes_layout(embedded: bool) -> bool:
+    """Whether the CLI applies :func:`laptop_layout`: on this CPU, and for the embedded demo."""
+    return embedded or runs_on_this_cpu()
 
 
 def laptop_layout(values: Mapping[str, Any], explicit: Collection[str]) -> dict[str, tuple[Any, int]]:
     """``dest -> (old, new)``: one rank / one engine for every layout flag not in ``explicit``
     (the flags the user gave), where the value is not already 1."""
     return {dest: (values[dest], 1) for dest in LAYOUT_DESTS if dest not in explicit and values[dest] != 1}
+
+
+def sized_layout_line(args: SimpleNamespace, machine: Machine) -> str | None:
+    """The one line naming the layout flags the CLI sized (provenance ``cpu``) and why; None if none."""
+    provenance = getattr(args, "provenance", None)
+    sized = [dest for dest in LAYOUT_DESTS if getattr(provenance, dest, None) == "cpu"]
+    if not sized:
+        return None
+
+    def value(dest: str) -> Any:
+        section, name = dest.split(".")
+        return getattr(getattr(args, section), name)
+
+    listed = ", ".join(f"--{dest} {value(dest)}" for dest in sized)
+    return (f"{listed} (OpenRLHF's defaults are a GPU node's, 8 ranks per role; no GPU: sized to this machine, "
+            f"{machine.describe()}; give a flag to choose)")
 
 
 @dataclass(frozen=True)
@@ -128,28 +151,43 @@ def memory_needed(layout: Layout, params: int, zero_stage: int, param_dtype: str
                + layout.engines * (ENGINE_BASE_BYTES + engine_cache_bytes) + models)
 
 
-def fit_problem(layout: Layout, params: int | None, zero_stage: int, param_dtype: str, machine: Machine,
-                engine_cache_bytes: int = 0) -> str | None:
-    """Why ``layout`` cannot run on ``machine`` (None if it can), with the numbers it would need.
+@dataclass(frozen=True)
+class Fit:
+    """What :func:`fit_problem` found: ``fatal`` stops the run, otherwise ``message`` is a warning."""
 
-    Memory: :func:`memory_needed` against the available memory (``params`` None: model size
-    unknown, not checked). Cores: the ranks of one model step through every collective together,
-    so each needs a core of its own; more ranks than cores leaves every all-gather waiting for a
-    descheduled rank.
+    message: str
+    fatal: bool
+
+
+def fit_problem(layout: Layout, params: int | None, zero_stage: int, param_dtype: str, machine: Machine,
+                engine_cache_bytes: int = 0) -> Fit | None:
+    """Whether ``layout`` fits ``machine`` (None if it does), with the numbers it would need.
+
+    Fatal: more ranks of one model than cores (they step through every collective together, so a
+    rank without a core of its own leaves every all-gather waiting for it), or more memory than
+    the machine has (:func:`memory_needed`; not checked when ``params`` is None, model size
+    unknown). Memory above what is available now but below the total is a warning: other
+    programs may give it back, and the available figure moves by gigabytes on a shared machine.
     """
-    problems = []
+    fatal, warning = [], []
     if layout.lockstep_ranks() > machine.cores:
-        problems.append(f"{layout.lockstep_ranks()} ranks of one model need {layout.lockstep_ranks()} cores")
+        fatal.append(f"{layout.lockstep_ranks()} cores (one per rank of a model)")
     if params is not None:
         need = memory_needed(layout, params, zero_stage, param_dtype, engine_cache_bytes)
-        if need > machine.available_bytes:
-            problems.append(f"about {need / GIB:.1f} GiB of memory for {params / 1e6:.0f}M parameters")
+        memory = f"about {need / GIB:.1f} GiB of memory ({params / 1e6:.0f}M parameters)"
+        if need > machine.total_bytes:
+            fatal.append(memory)
+        elif need > machine.available_bytes:
+            warning.append(memory)
+    problems = fatal or warning
     if not problems:
         return None
-    return (f"this layout ({layout.policy} policy, {layout.reference} reference, {layout.critic} critic, "
-            f"{layout.reward} reward ranks, {layout.engines} engines) needs {' and '.join(problems)}; "
-            f"this machine has {machine.describe()}. Lower --actor/--ref/--critic.num_gpus_per_node or "
-            f"--vllm.num_engines, or set {SKIP_FIT_CHECK_ENV}=1 to start anyway")
+    shape = (f"{layout.policy} policy, {layout.reference} reference, {layout.critic} critic, {layout.reward} reward "
+             f"ranks, {layout.engines} engines")
+    advice = (f"give fewer, or set {SKIP_FIT_CHECK_ENV}=1 to start anyway" if fatal
+              else "starting anyway; it may run out of memory")
+    return Fit(f"--actor/--ref/--critic/--reward.num_gpus_per_node, --vllm.num_engines: the layout ({shape}) "
+               f"needs {' and '.join(problems)}; this machine has {machine.describe()}: {advice}", fatal=bool(fatal))
 
 
 def count_parameters(model: str) -> int | None:
@@ -165,3 +203,13 @@ def count_parameters(model: str) -> int | None:
     except (OSError, ValueError, KeyError, ImportError):
         return None
     return sum(p.numel() for p in built.parameters())
+
+
+def check_fit(args: SimpleNamespace, engine_cache_bytes: int = 0) -> Fit | None:
+    """:func:`fit_problem` for the validated arguments of a run on this CPU (every role counted at
+    the policy model's size); None when it fits, when the run is not on this CPU, or when
+    ``$OPENRLHF_EXT_SKIP_FIT_CHECK`` is 1."""
+    if os.environ.get(SKIP_FIT_CHECK_ENV) == "1" or not runs_on_this_cpu():
+        return None
+    return fit_problem(Layout.of(args), count_parameters(args.actor.model_name_or_path), args.ds.zero_stage,
+                       args.ds.param_dtype, Machine.this(), engine_cache_bytes)

@@ -1,0 +1,219 @@
+"""A training run's processes end with its driver, and a dead actor ends the run at once.
+
+Three parts, used by :func:`openrlhf_ext.trainer.launch.launch`:
+
+* **Run id.** :func:`guarded_run` puts :data:`RUN_ID_ENV` in the driver's environment before Ray
+  starts, so every process of the run inherits it: the local Ray the driver starts (GCS, raylet,
+  agents), every worker and what they spawn (vLLM's engine core). That is how the run's processes
+  are found, by the watchdog here and by the tests; nothing else on the machine carries the id.
+* **Watchdog.** A small process (``python -m openrlhf_ext.trainer.run_guard DRIVER_PID RUN_ID``)
+  in its own session, so that a terminal's Ctrl-C does not stop it before it has done its work.
+  When the driver is gone, however it ended (normal exit, exception, SIGINT/SIGTERM or SIGKILL),
+  or when the driver closes its stdin at the end of the run, it terminates every process still
+  carrying the run id and kills what is left after :data:`GRACE_S`. Ray's own clean-up on driver
+  death is not enough: after a SIGKILL its dashboard and runtime-env agents lingered for ~60 s,
+  and a worker busy in a constructor is not told at all.
+* **Signals and actor deaths.** Ray's blocking ``ray.get`` gives way only to KeyboardInterrupt
+  (any other exception raised by a signal handler surfaces later as a ``SystemError``, after the
+  get returns, which may be never). So SIGTERM, which Ray's driver turns into ``sys.exit``, is
+  turned into KeyboardInterrupt, and :meth:`RunGuard.watching_actors` runs a thread that polls the
+  GCS for actors of this job that died (in their constructor, killed for memory, worker crash) and
+  interrupts the main thread the same way; the interrupted call then raises the dead actor's own
+  error, as Ray would have built it. Without this, the driver waits forever whenever the actor it
+  waits on waits for a dead one (a policy rank at the weight-sync rendezvous with an engine that
+  never started).
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+RUN_ID_ENV = "OPENRLHF_EXT_RUN_ID"
+GRACE_S = 3.0  # SIGTERM -> SIGKILL
+POLL_S = 0.5  # the watchdog's check of its parent
+WATCH_S = 1.0  # the driver's poll of dead actors
+SWEEP_ROUNDS = 5  # processes can be spawned while the run is torn down: sweep until none is left
+WATCHDOG_WAIT_S = SWEEP_ROUNDS * (GRACE_S + 1)
+
+
+def _log(message: str) -> None:
+    try:
+        print(f"[openrlhf_ext] {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # the reader of a dead driver's stderr may be gone too
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding and stopping the run's processes (watchdog side)
+
+
+def run_processes(run_id: str) -> list:
+    """Every process (but this one) whose environment carries ``run_id``."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        try:
+            if proc.environ().get(RUN_ID_ENV) == run_id:
+                found.append(proc)
+        except (psutil.Error, OSError):  # gone, a zombie, or another user's
+            continue
+    return found
+
+
+def stop_run_processes(run_id: str, grace_s: float = GRACE_S) -> list[str]:
+    """Terminate, then kill after ``grace_s``, every process of the run; returns their names."""
+    import psutil
+
+    stopped = []
+    for _ in range(SWEEP_ROUNDS):
+        procs = run_processes(run_id)
+        if not procs:
+            break
+        for proc in procs:
+            try:
+                stopped.append(proc.name())
+                proc.terminate()
+            except psutil.Error:
+                continue
+        _, alive = psutil.wait_procs(procs, timeout=grace_s)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.Error:
+                continue
+        psutil.wait_procs(alive, timeout=grace_s)
+    return stopped
+
+
+def watch(driver_pid: int, run_id: str) -> None:
+    """The watchdog: wait for the driver to end or close our stdin, then stop the run's processes."""
+    while os.getppid() == driver_pid:
+        readable, _, _ = select.select([sys.stdin], [], [], POLL_S)
+        if readable and not sys.stdin.buffer.read1(1):  # EOF: the driver is done with the run
+            break
+    stopped = stop_run_processes(run_id)
+    if stopped:
+        _log(f"run {run_id[:8]}: stopped {len(stopped)} leftover process(es) of the run: {', '.join(sorted(set(stopped)))}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver side
+
+
+def death_error(info: dict[str, Any]) -> Exception | None:
+    """The error a call on this dead actor raises (as Ray builds it from the death cause), or None
+    for an intended end (``ray.kill``, out of scope, its owner gone: that owner's death is the cause)."""
+    from ray.core.generated.common_pb2 import ActorDiedErrorContext
+    from ray.exceptions import ActorDiedError, RayError
+
+    cause = info["DeathCause"]
+    kind = cause.WhichOneof("context")
+    if kind == "creation_task_failure_context":
+        return RayError.from_ray_exception(cause.creation_task_failure_context)
+    if kind == "actor_died_error_context":
+        context = cause.actor_died_error_context
+        failed = (ActorDiedErrorContext.UNSPECIFIED, ActorDiedErrorContext.WORKER_DIED, ActorDiedErrorContext.NODE_DIED)
+        return ActorDiedError(cause=context) if context.reason in failed else None
+    if kind in ("oom_context", "runtime_env_failed_context", "actor_unschedulable_context"):
+        context = ActorDiedErrorContext(
+            class_name=info["ActorClassName"], pid=info["Pid"], node_ip_address=info["Address"]["IPAddress"],
+            actor_id=bytes.fromhex(info["ActorID"]), error_message=getattr(cause, kind).error_message,
+        )
+        return ActorDiedError(cause=context)
+    return None
+
+
+class RunGuard:
+    """What :func:`guarded_run` yields: the run id and the actor watch."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.signum: int | None = None  # the signal that interrupted the run (None: SIGINT or none)
+        self.failure: Exception | None = None  # the first dead actor's error
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:  # noqa: ARG002 (signal handler signature)
+        if self.failure is None:
+            self.signum = signum
+        raise KeyboardInterrupt
+
+    def _poll_dead_actors(self, stop: threading.Event) -> None:
+        import ray
+        from ray._private import state
+
+        job_id = ray.JobID.from_hex(ray.get_runtime_context().get_job_id())
+        while not stop.wait(WATCH_S):
+            try:
+                dead = state.actors(job_id=job_id, actor_state_name="DEAD").values()
+            except Exception:  # noqa: BLE001  (Ray shutting down under us: the main thread sees why)
+                return
+            for info in dead:
+                error = death_error(info)
+                if error is not None:
+                    self.failure = error
+                    _thread.interrupt_main(signal.SIGTERM)  # runs _on_sigterm in the main thread
+                    return
+
+    @contextmanager
+    def watching_actors(self) -> Iterator[None]:
+        """While the block runs, the first actor of this job that dies raises its error in it."""
+        # Again now that Ray is up: ray.init replaced ours with its own (sys.exit, see above).
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        stop = threading.Event()
+        watcher = threading.Thread(target=self._poll_dead_actors, args=(stop,), name="actor-watch", daemon=True)
+        watcher.start()
+        try:
+            yield
+        except KeyboardInterrupt:
+            if self.failure is not None:
+                raise self.failure from None
+            raise
+        finally:
+            stop.set()
+            watcher.join()
+
+
+@contextmanager
+def guarded_run() -> Iterator[RunGuard]:
+    """Mark this run's processes, start the watchdog, turn SIGTERM into an orderly stop; on the way
+    out (any way) stop Ray and every process of the run. Enter before Ray starts."""
+    import ray
+
+    guard = RunGuard(uuid.uuid4().hex)
+    os.environ[RUN_ID_ENV] = guard.run_id
+    watchdog = subprocess.Popen(
+        [sys.executable, "-m", __name__, str(os.getpid()), guard.run_id],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True,
+    )
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, guard._on_sigterm)
+        yield guard
+    except KeyboardInterrupt:
+        signum = guard.signum or signal.SIGINT
+        _log(f"{signal.Signals(signum).name}: stopping the run")
+        raise SystemExit(128 + signum) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        ray.shutdown()
+        watchdog.stdin.close()  # the watchdog sweeps what Ray left behind, then exits
+        try:
+            watchdog.wait(timeout=WATCHDOG_WAIT_S)
+        except subprocess.TimeoutExpired:
+            _log(f"run {guard.run_id[:8]}: the watchdog (pid {watchdog.pid}) is still stopping processes")
+
+
+if __name__ == "__main__":
+    watch(int(sys.argv[1]), sys.argv[2])
