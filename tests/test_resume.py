@@ -1,13 +1,26 @@
-"""Resume picks the newest intact checkpoint, says what it skipped and why, or starts fresh."""
+"""Checkpoints are committed atomically; resume picks the newest intact one, says what it skipped and
+why, or starts fresh."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import torch
+from helpers import free_port
 
 from openrlhf_ext.cli.args import resolve_train_config
-from openrlhf_ext.trainer.checkpoints import resolve_resume
+from openrlhf_ext.trainer.checkpoints import (
+    INCOMING,
+    CheckpointWriteError,
+    checkpoint_problem,
+    commit_checkpoint,
+    resolve_resume,
+)
 
 
 def save_step(actor_dir: Path, step: int, ranks: int = 2) -> Path:
@@ -84,3 +97,65 @@ def test_without_load_checkpoint_nothing_is_touched(tmp_path):
                                  "--advantage_estimator", "reinforce", "--ckpt_path", str(tmp_path / "ckpt")])
     resolve_resume(args)
     assert (actor / "latest").read_text() == "global_step7"
+
+
+# ---- atomic saves ---------------------------------------------------------------------------------
+
+WRITER = str(Path(__file__).parent / "data" / "checkpoint_writer.py")
+
+
+def write_checkpoint(actor: Path, step: int, max_num: int, kill_after_files: int | None = None) -> tuple[int, str]:
+    """One real process saving ``global_step<step>`` (DeepSpeed ZeRO-3 + OpenRLHF's save_ckpt, made atomic)."""
+    cmd = [sys.executable, WRITER, str(actor), str(step), str(max_num)]
+    if kill_after_files:
+        cmd.append(str(kill_after_files))
+    env = {**os.environ, "WRITER_PORT": str(free_port())}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_a_kill_during_a_save_leaves_the_previous_checkpoint_and_latest_on_it(tmp_path):
+    actor = tmp_path / "ckpt" / "_actor"
+    code, log = write_checkpoint(actor, 1, max_num=1)
+    assert code == 0, log[-3000:]
+    # --ckpt.max_num 1: stock deletes global_step1 before writing global_step2, then dies mid-write.
+    code, log = write_checkpoint(actor, 2, max_num=1, kill_after_files=1)
+    assert code == -signal.SIGKILL, log[-3000:]
+    assert (actor / INCOMING / "global_step2").is_dir() and not (actor / "global_step2").exists()
+    assert (actor / "latest").read_text() == "global_step1"
+    assert checkpoint_problem(actor / "global_step1", zero_stage=3) is None
+    # The next process resumes from it and its save replaces it (max_num 1) once the new one is in place.
+    code, log = write_checkpoint(actor, 2, max_num=1)
+    assert code == 0 and "loaded 1" in log, log[-3000:]
+    assert sorted(p.name for p in actor.iterdir()) == [INCOMING, "global_step2", "latest", "zero_to_fp32.py"]
+    assert not any((actor / INCOMING).iterdir())
+    assert (actor / "latest").read_text() == "global_step2"
+    assert checkpoint_problem(actor / "global_step2", zero_stage=3) is None
+
+
+def test_a_save_that_does_not_verify_is_not_committed(tmp_path):
+    actor = tmp_path / "ckpt" / "_actor"
+    save_step(actor, 1)
+    staged = save_step(actor / INCOMING, 2)
+    (staged / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt").unlink()
+    with pytest.raises(CheckpointWriteError) as info:
+        commit_checkpoint(actor, "global_step2", zero_stage=3, max_num=1, max_mem_gib=1000)
+    assert str(info.value) == ("checkpoint global_step2 did not verify (model states of ranks [0, 1] but optimizer "
+                               f"states of ranks [0]); latest still names global_step1 in {actor}")
+    assert (actor / "latest").read_text() == "global_step1" and (actor / "global_step1").is_dir()
+
+
+def test_commit_keeps_the_newest_max_num_and_every_other_best(tmp_path):
+    actor = tmp_path / "ckpt" / "_actor"
+    for step in (1, 2, 3):
+        save_step(actor, step)
+    save_step(actor, 9).rename(actor / "best_global_step9")
+    save_step(actor / INCOMING, 4)
+    commit_checkpoint(actor, "global_step4", zero_stage=3, max_num=2, max_mem_gib=1000)
+    assert sorted(p.name for p in actor.iterdir() if p.is_dir()) == [
+        INCOMING, "best_global_step9", "global_step3", "global_step4"]
+    assert (actor / "latest").read_text() == "global_step4"
+    save_step(actor / INCOMING, 5)
+    commit_checkpoint(actor, "global_step5", zero_stage=3, max_num=2, max_mem_gib=1e-9)  # over max_mem: newest only
+    assert sorted(p.name for p in actor.iterdir() if p.is_dir()) == [INCOMING, "best_global_step9", "global_step5"]

@@ -1,4 +1,14 @@
-"""Resume from the newest intact checkpoint (``--ckpt.load_enable``), decided before Ray starts.
+"""Checkpoints that survive a kill: written atomically, and resumed from the newest intact one.
+
+**Writing.** Stock OpenRLHF deletes the checkpoints over ``--ckpt.max_num`` *before* saving the new
+one, and DeepSpeed writes the new one in place and points ``latest`` at it; with ``--ckpt.max_num 1``
+a kill during a save leaves no intact checkpoint. :func:`atomic_save_ckpt` wraps OpenRLHF's
+``save_ckpt`` instead: DeepSpeed writes into ``_actor/.incoming/<tag>``, the folder is verified with
+:func:`checkpoint_problem`, moved into place, ``latest`` is switched to it (an atomic
+``os.replace``), and only then are old checkpoints deleted. A kill at any moment leaves ``latest``
+naming an intact checkpoint: the previous one until the switch, the new one after it.
+
+**Resuming** (``--ckpt.load_enable``), decided before Ray starts.
 
 OpenRLHF resumes from the DeepSpeed checkpoint that ``<ckpt.path>/_actor/latest`` names. When that
 checkpoint is damaged (a file deleted, a kill during a save), DeepSpeed stops with a bare assertion;
@@ -15,12 +25,18 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 LATEST = "latest"
+INCOMING = ".incoming"  # where DeepSpeed writes a checkpoint before it is verified and moved into place
 _STEP_DIR = re.compile(r"^global_step(\d+)$")
+_BEST_DIR = re.compile(r"^best_global_step\d+$")
+_TAG_STEP = re.compile(r"global_step(\d+)$")
 _RANK = re.compile(r"zero_pp_rank_(\d+)_")
 
 
@@ -76,11 +92,99 @@ def resolve_resume(args: SimpleNamespace) -> None:
             continue
         problem = checkpoint_problem(candidate, zero_stage)
         if problem is None:
-            tmp = latest_file.with_name(f".{LATEST}.tmp")
-            tmp.write_text(candidate.name)
-            os.replace(tmp, latest_file)  # atomic: a kill leaves the old or the new pointer
+            point_latest(actor_dir, candidate.name)
             _log(f"resuming from {candidate}; skipped: {'; '.join(skipped)}")
             return
         skipped.append(f"{candidate.name}: {problem}")
     args.ckpt.load_enable = False
     _log(f"WARNING: no intact checkpoint in {actor_dir}, starting fresh; skipped: {'; '.join(skipped)}")
+
+
+def point_latest(actor_dir: Path, tag: str) -> None:
+    """Make ``actor_dir/latest`` name ``tag``; atomic: a kill leaves the old or the new pointer."""
+    tmp = actor_dir / f".{LATEST}.tmp"
+    tmp.write_text(tag)
+    os.replace(tmp, actor_dir / LATEST)
+
+
+def latest_tag(actor_dir: Path) -> str | None:
+    """The checkpoint ``actor_dir/latest`` names (None without one)."""
+    latest_file = actor_dir / LATEST
+    return latest_file.read_text().strip() if latest_file.is_file() else None
+
+
+def resume_step(args: SimpleNamespace) -> int:
+    """The step a run continues after: that of the checkpoint it loads, 0 when it starts fresh."""
+    if not args.ckpt.load_enable:
+        return 0
+    tag = latest_tag(Path(args.ckpt.path) / "_actor")
+    match = _TAG_STEP.search(tag or "")
+    return int(match.group(1)) if match else 0
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint that DeepSpeed wrote did not verify; ``latest`` still names the previous one."""
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _rotate(actor_dir: Path, keep: str, max_num: int, max_mem_gib: float) -> None:
+    """Delete old checkpoints, never ``keep`` (the one ``latest`` names): other ``best_*`` ones when
+    ``keep`` is a best checkpoint, regular ones beyond the newest ``max_num``, then the oldest regular
+    ones while all of them take more than ``max_mem_gib``. Unlike stock, the regular ones go by step
+    order, not by their eval metric: a restart resumes from the newest."""
+    if _BEST_DIR.match(keep):
+        doomed = [d for d in actor_dir.iterdir() if d.is_dir() and _BEST_DIR.match(d.name) and d.name != keep]
+        for old in doomed:
+            shutil.rmtree(old)
+        return
+    regular = [d for d in _step_dirs(actor_dir) if d.name != keep]  # newest first
+    kept = regular[: max(max_num - 1, 0)]
+    for old in regular[len(kept):]:
+        shutil.rmtree(old)
+    limit = max_mem_gib * 1024**3
+    while kept and sum(_dir_bytes(d) for d in [actor_dir / keep, *kept]) > limit:
+        shutil.rmtree(kept.pop())
+
+
+def commit_checkpoint(actor_dir: Path, tag: str, zero_stage: int, max_num: int, max_mem_gib: float) -> None:
+    """Verify ``actor_dir/.incoming/<tag>``, move it to ``actor_dir/<tag>``, point ``latest`` at it,
+    then delete old checkpoints (:func:`_rotate`)."""
+    staged = actor_dir / INCOMING / tag
+    problem = checkpoint_problem(staged, zero_stage)
+    if problem is not None:
+        raise CheckpointWriteError(f"checkpoint {tag} did not verify ({problem}); {LATEST} still names "
+                                   f"{latest_tag(actor_dir)} in {actor_dir}")
+    final = actor_dir / tag
+    if final.exists():  # left by a run killed between this move and the switch: latest never named it
+        shutil.rmtree(final)
+    os.replace(staged, final)
+    for script in (actor_dir / INCOMING).glob("*.py"):  # DeepSpeed's zero_to_fp32.py, where stock has it
+        os.replace(script, actor_dir / script.name)
+    point_latest(actor_dir, tag)
+    _rotate(actor_dir, tag, max_num, max_mem_gib)
+
+
+def atomic_save_ckpt(save_ckpt: Callable[..., Any], zero_stage: int, is_rank_0: Callable[[], bool]) -> Callable[..., None]:
+    """OpenRLHF's ``DeepspeedStrategy.save_ckpt`` (same signature), made atomic (module docstring).
+
+    Every rank calls it. Stock ``save_ckpt`` runs with the staging folder as its save dir and without
+    ``latest``: its rotation sees only that (emptied) folder, its barrier orders rank 0's emptying before
+    any write, and DeepSpeed's closing barrier has every rank's files written before rank 0 commits.
+    The other ranks wait for the commit in the barrier that ends OpenRLHF's ``save_checkpoint``.
+    """
+
+    def save(model, save_dir, tag=None, max_num=3, max_mem=1000, client_state=None, save_latest=True,  # noqa: ARG001  (the switch of latest is the commit)
+             **kwargs) -> None:
+        actor_dir = Path(save_dir)
+        tag = tag or f"global_step{model.global_steps}"  # DeepSpeed's own default tag
+        staging = actor_dir / INCOMING
+        if is_rank_0():
+            shutil.rmtree(staging, ignore_errors=True)  # what a killed save left
+        save_ckpt(model, str(staging), tag, max_num, max_mem, client_state, save_latest=False, **kwargs)
+        if is_rank_0():
+            commit_checkpoint(actor_dir, tag, zero_stage, max_num, max_mem)
+
+    return save
