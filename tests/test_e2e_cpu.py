@@ -106,17 +106,17 @@ def stop_ray_node(node: subprocess.Popen) -> None:
         node.kill()
 
 
-def test_ray_job_submit_on_two_nodes(tmp_path, tiny_model_dir):
+def test_ray_job_submit_on_two_nodes(tmp_path, tiny_model_dir, monkeypatch):
     """A head and a second Ray node on this machine (loopback, ports of their own), a training job
     submitted with `ray job submit`: the policy on the head, the vLLM engine and the reference model on
     the second node (their role resources), so the weight sync crosses nodes."""
     from ray.util.state import list_actors, list_nodes
 
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # explicit addresses below
-    env["PYTHONUNBUFFERED"] = "1"
+    monkeypatch.delenv("RAY_ADDRESS")  # explicit addresses below (Ray's state API reads it first)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     gcs_port, dashboard_port = free_port(), free_port()
-    address, gcs = f"http://127.0.0.1:{dashboard_port}", f"127.0.0.1:{gcs_port}"
+    address = f"http://127.0.0.1:{dashboard_port}"
     ray_temp = tempfile.mkdtemp(prefix="rayjob", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     head = start_ray_node(ray_bin, env, ray_temp, {"openrlhf_policy": 1}, gcs_port, dashboard_port)
     nodes = [head]
@@ -126,11 +126,11 @@ def test_ray_job_submit_on_two_nodes(tmp_path, tiny_model_dir):
         nodes.append(start_ray_node(ray_bin, env, ray_temp, {"openrlhf_rollout": 1, "openrlhf_reference": 1},
                                     gcs_port))
         deadline = time.monotonic() + 120
-        while len([n for n in list_nodes(address=gcs) if n.state == "ALIVE"]) < 2:
+        while len([n for n in list_nodes(address=address) if n.state == "ALIVE"]) < 2:
             assert time.monotonic() < deadline and nodes[1].poll() is None, "the second Ray node did not join"
             time.sleep(2)
         node_of = {("head" if "openrlhf_policy" in n.resources_total else "second"): n.node_id
-                   for n in list_nodes(address=gcs, detail=True)}
+                   for n in list_nodes(address=address, detail=True)}
         # The default reward file: the project's math reward, scored inside the job's workers. The
         # head was started without our env, so signed rewards reach them only through the runtime env.
         flags = [*small_run_flags(tiny_model_dir, out), "--advantage_estimator", "group_norm", "--ext.signed_reward",
@@ -148,7 +148,7 @@ def test_ray_job_submit_on_two_nodes(tmp_path, tiny_model_dir):
         assert "succeeded" in submit.stdout.lower()
 
         # Where Ray ran each actor of the job (its records outlive the actors).
-        placed = {a.class_name: a.node_id for a in list_actors(address=gcs, detail=True, limit=1000)}
+        placed = {a.class_name: a.node_id for a in list_actors(address=address, detail=True, limit=1000)}
         assert placed["_ExtPolicyModelActor"] == node_of["head"]
         assert placed["RolloutRayActor"] == placed["ReferenceModelActor"] == node_of["second"]
 

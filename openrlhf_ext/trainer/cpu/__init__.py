@@ -49,9 +49,11 @@ Driver side (:data:`~openrlhf_ext.trainer.cpu.driver.DRIVER_PATCHES`, the proces
 ======================================================================  =================================
 target (each in ``openrlhf.cli.train_ppo_ray`` and its home module)     why / replacement
 ======================================================================  =================================
-``RayActorGroup`` (``openrlhf.trainer.ray.launcher``)                   ``num_gpus=1`` actors -> ``CpuRayActorGroup`` (0 GPU, 0 CPU)
+``RayActorGroup`` (``openrlhf.trainer.ray.launcher``)                   ``num_gpus=1`` actors -> ``CpuRayActorGroup`` (0 GPU, 0 CPU,
+                                                                        the role's node resource if the cluster has it)
 ``placement_group`` (``launcher``)                                      ``{"GPU": 1}`` bundles -> CPU shares
 ``placement_group`` (``openrlhf.trainer.ray.vllm_engine``)             the engines' ``{"GPU": 1}`` bundles -> CPU shares
+                                                                        (+ ``openrlhf_rollout`` if the cluster has it)
 ``RolloutRayActor`` (``openrlhf.trainer.ray.vllm_engine``)             stock actor with 0 GPU / 0 CPU and
                                                                         :func:`~.rollout.cpu_engine_kwargs` (dtype,
                                                                         worker extension, eager)

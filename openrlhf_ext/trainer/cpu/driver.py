@@ -40,14 +40,33 @@ def _log(msg: str) -> None:
     print(f"[openrlhf_ext.cpu] {msg}", file=sys.stderr, flush=True)
 
 
-def cpu_bundles(bundles: list[dict[str, float]]) -> list[dict[str, float]]:
-    """OpenRLHF's ``{"GPU": 1, "CPU": 1}`` bundles as CPU-only bundles (custom resources kept)."""
+# On a GPU cluster the GPUs decide which node hosts which role. Without GPUs, a Ray node started
+# with one of these custom resources (``ray start --resources '{"openrlhf_rollout": 1}'``) hosts
+# that role's actors; a cluster that defines none of them lets Ray place every role anywhere.
+ROLE_RESOURCES = {
+    "PolicyModelActor": "openrlhf_policy",
+    "ReferenceModelActor": "openrlhf_reference",
+    "CriticModelActor": "openrlhf_critic",
+    "RewardModelActor": "openrlhf_reward",
+}
+ROLLOUT_RESOURCE = "openrlhf_rollout"
+ROLE_RESOURCE_SHARE = 0.001  # any number of a role's actors fit on a node that defines the resource
+
+
+def cpu_bundles(bundles: list[dict[str, float]], extra: dict[str, float] | None = None) -> list[dict[str, float]]:
+    """OpenRLHF's ``{"GPU": 1, "CPU": 1}`` bundles as CPU-only bundles (custom resources kept, plus
+    ``extra``)."""
     result = []
     for bundle in bundles:
         cpu_bundle = {k: v for k, v in bundle.items() if k not in ("GPU", "CPU")}
         cpu_bundle["CPU"] = CPU_PER_BUNDLE
-        result.append(cpu_bundle)
+        result.append({**cpu_bundle, **(extra or {})})
     return result
+
+
+def role_resource(name: str) -> dict[str, float]:
+    """``{name: share}`` when the Ray cluster defines the custom resource ``name``, else ``{}``."""
+    return {name: ROLE_RESOURCE_SHARE} if name in ray.cluster_resources() else {}
 
 
 def cpu_placement_group(bundles: list[dict[str, float]], strategy: str = "PACK", *args: Any, **kwargs: Any):
@@ -55,10 +74,21 @@ def cpu_placement_group(bundles: list[dict[str, float]], strategy: str = "PACK",
     return placement_group(cpu_bundles(bundles), strategy, *args, **kwargs)
 
 
+def cpu_rollout_placement_group(bundles: list[dict[str, float]], strategy: str = "PACK", *args: Any, **kwargs: Any):
+    """The vLLM engines' placement group: CPU shares, on the nodes that define ``openrlhf_rollout``."""
+    return placement_group(cpu_bundles(bundles, role_resource(ROLLOUT_RESOURCE)), strategy, *args, **kwargs)
+
+
 class CpuRayActorGroup(RayActorGroup):
-    """OpenRLHF's actor group with no GPU (and no whole-CPU) reservation per actor."""
+    """OpenRLHF's actor group with no GPU (and no whole-CPU) reservation per actor, on the nodes that
+    define its role's resource (:data:`ROLE_RESOURCES`) when the cluster has them."""
 
     def _initiate_actors(self, pg, num_gpus_per_actor):  # noqa: ANN001 (stock signature)
+        if pg is None and self._resources is None:  # a shared (colocation) group already chose its node
+            roles = [ROLE_RESOURCES[c.__name__] for c in self.ray_actor_type.__ray_actor_class__.__mro__
+                     if c.__name__ in ROLE_RESOURCES]
+            self._resources = (role_resource(roles[0]) if roles else {}) or None
+            self._num_resources_per_node = ROLE_RESOURCE_SHARE
         # The stock code requests num_cpus = num_gpus = num_gpus_per_actor for every actor.
         super()._initiate_actors(pg, 0)
 
@@ -144,7 +174,7 @@ def _strategy_for_cpu(original: Callable) -> Callable:
 DRIVER_PATCHES: tuple[Patch, ...] = (
     ("openrlhf.trainer.ray.launcher:RayActorGroup", always(CpuRayActorGroup)),
     ("openrlhf.trainer.ray.launcher:placement_group", always(cpu_placement_group)),
-    ("openrlhf.trainer.ray.vllm_engine:placement_group", always(cpu_placement_group)),
+    ("openrlhf.trainer.ray.vllm_engine:placement_group", always(cpu_rollout_placement_group)),
     ("openrlhf.trainer.ray.vllm_engine:RolloutRayActor", always(CPU_ROLLOUT_ACTOR)),
     ("openrlhf.utils:get_strategy", _strategy_for_cpu),
     ("openrlhf.cli.train_ppo_ray:RayActorGroup", always(CpuRayActorGroup)),
