@@ -32,6 +32,9 @@ STEPS = [
 ]
 
 
+PROMPTS = 40
+
+
 def trainer_for(flags: list[str]) -> _ExtPPOTrainer:
     """The trainer's logging state as its ``__init__`` sets it, for the real CLI configuration."""
     args = resolve_train_config(flags)
@@ -42,6 +45,7 @@ def trainer_for(flags: list[str]) -> _ExtPPOTrainer:
     trainer.metrics_path = str(Path(args.ckpt.output_dir) / "metrics.jsonl")
     trainer.mlflow_logger = mlflow_logger_for(args)
     trainer.trained_steps = len(STEPS)
+    trainer.prompts_dataloader = range(PROMPTS)  # stock's loader yields one prompt at a time
     return trainer
 
 
@@ -62,10 +66,15 @@ def test_no_flag_no_mlflow(run_flags):
     assert mlflow_logger_for(resolve_train_config(run_flags)) is None
 
 
-def test_params_and_every_step_metric_read_back(run_flags, tmp_path, monkeypatch):
+def test_params_and_every_step_metric_read_back(run_flags, tmp_path, monkeypatch, capsys):
     trainer = trainer_for([*run_flags, "--ext.mlflow_uri"])
     for step, status in enumerate(STEPS, start=1):
         trainer.save_logs_and_checkpoints(step, dict(status))
+    # The console's step line, out of the whole run's steps (one per rollout batch, every episode).
+    args = trainer.args
+    total = math.ceil(PROMPTS / args.rollout.batch_size) * args.train.num_episodes
+    assert [line.split("]")[0] for line in capsys.readouterr().out.splitlines() if line.startswith("[step")] == [
+        f"[step 1/{total}", f"[step 2/{total}"]
     trainer.mlflow_logger.log_eval(2, {"eval_accuracy": 0.4})
     # fit() ends the run; the training loop itself is stock OpenRLHF's, stood in for here.
     monkeypatch.setattr(PPOTrainer.__ray_actor_class__, "fit", lambda self, global_step=0: None)

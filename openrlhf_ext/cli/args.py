@@ -252,12 +252,16 @@ def _add_ext_arguments(parser: argparse.ArgumentParser) -> None:
     reward.add_argument("--ext.num_prompts", type=int, default=256,
                         help="number of embedded generated problems")
 
-    tracking = parser.add_argument_group("openrlhf-ext tracking (besides stock --logger.wandb.* / tensorboard_dir)")
+    tracking = parser.add_argument_group("openrlhf-ext tracking and console (besides stock --logger.*)")
     tracking.add_argument("--ext.mlflow_uri", nargs="?", const="", default=None, metavar="URI",
                           help="log the configuration and every step's metrics to mlflow at this tracking URI "
                                "(http://host:5000, sqlite:///path.db, databricks, ...); bare flag: "
                                "sqlite:///<ckpt.output_dir>/mlflow.db. Experiment: $MLFLOW_EXPERIMENT_NAME "
                                "(default openrlhf-ext); run name: --logger.wandb.run_name")
+    tracking.add_argument("--ext.verbose", action="store_true", default=False,
+                          help="print everything on the terminal, as stock (model reprs, argument namespaces, "
+                               "library warnings); default: the terminal shows one line per step under a "
+                               "progress bar and the rest goes to <ckpt.output_dir>/train.log")
 
     parser.add_argument("--print_config", action="store_true", default=False,
                         help="print the resolved, validated configuration as JSON and exit")

@@ -21,9 +21,13 @@ def train(args: SimpleNamespace) -> None:
     if args.print_config:
         print(dump_config(args))
         return
+    from openrlhf_ext.trainer.console import run_console, show_report
     from openrlhf_ext.trainer.launch import launch
 
-    launch(args)
+    with run_console(args.ckpt.output_dir, verbose=args.ext.verbose) as log_path:
+        launch(args)
+    if log_path:
+        show_report(args.ckpt.output_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -6,8 +6,9 @@ Differences from stock, all in overridden methods:
 * a rollout batch in which the filter drops every sample skips the update (no forward, no
   optimizer step) with a warning and ``ext/skipped_step = 1``: an optimizer step on an empty batch
   would still move the weights through Adam's momentum;
-* each step adds the SPEC §5 rollout metrics (``ext/*``), prints one line of them and appends the
-  whole status to ``<ckpt.output_dir>/metrics.jsonl``;
+* each step adds the SPEC §5 rollout metrics (``ext/*``), prints one line of them
+  (:func:`~openrlhf_ext.trainer.console.format_step_line`) and appends the whole status to
+  ``<ckpt.output_dir>/metrics.jsonl``;
 * with ``--ext.mlflow_uri``, the configuration, every step's status and the evaluations also go to
   mlflow (:mod:`openrlhf_ext.trainer.mlflow_logger`); stock wandb / TensorBoard logging is untouched.
 """
@@ -26,6 +27,7 @@ from openrlhf.utils.logging_utils import init_logger
 
 from openrlhf_ext.eval.curves import METRICS_FILE
 from openrlhf_ext.rewards import summarize_logs
+from openrlhf_ext.trainer.console import format_step_line
 from openrlhf_ext.trainer.experience_maker import ExtExperienceMaker
 from openrlhf_ext.trainer.failures import check_rewards
 from openrlhf_ext.trainer.metrics import reflection_rate
@@ -65,22 +67,6 @@ def _jsonable(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def format_step_line(step: int, status: dict) -> str:
-    """The one line a person reads per step."""
-
-    def get(key: str, fmt: str = ".3f") -> str:
-        value = status.get(key)
-        return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else format(value, fmt)
-
-    return (
-        f"[step {step}] reward {get('ext/reward_mean')} | correct {get('ext/correct_fraction', '.2f')} | "
-        f"groups correct/wrong/mixed {get('ext/groups_all_correct', '.2f')}/{get('ext/groups_all_wrong', '.2f')}/"
-        f"{get('ext/groups_mixed', '.2f')} | kept {get('ext/kept_fraction', '.2f')} | kl {get('kl', '.4f')} | "
-        f"len {get('ext/response_length', '.0f')} (correct {get('ext/response_length_correct', '.0f')} / wrong "
-        f"{get('ext/response_length_wrong', '.0f')}) | {get('timing/step_total', '.1f')}s"
-    )
 
 
 class NoTrainingStep(RuntimeError):
@@ -164,7 +150,13 @@ class _ExtPPOTrainer(PPOTrainer.__ray_actor_class__):
             f.write(json.dumps(record) + "\n")
         if self.mlflow_logger:
             self.mlflow_logger.log_train(global_step, logs_dict)
-        print(format_step_line(global_step, logs_dict), flush=True)
+        print(format_step_line(global_step, self.planned_steps(), logs_dict), flush=True)
+
+    def planned_steps(self) -> int:
+        """Steps of the whole run: one per rollout batch of prompts, every episode (fewer when
+        dynamic filtering draws extra prompts)."""
+        per_episode = math.ceil(len(self.prompts_dataloader) / self.args.rollout.batch_size)
+        return per_episode * self.args.train.num_episodes
 
     def runtime_classes(self) -> dict[str, str]:
         """Qualified names of the classes running in this worker (for tests and debugging)."""
