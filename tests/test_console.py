@@ -94,6 +94,14 @@ def test_a_failure_shows_the_end_of_the_log_and_the_error(tmp_path):
     assert "RuntimeError: the reward server died" in proc.stderr
 
 
+def test_a_run_stopped_before_any_output_leaves_no_log(tmp_path):
+    code = ("import sys\nfrom openrlhf_ext.trainer.console import run_console\n"
+            "with run_console(sys.argv[1]):\n    raise SystemExit('bad input')")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stderr.strip() == "bad input"  # the error is not swallowed
+    assert not (tmp_path / LOG_FILE).exists()
+
+
 def test_verbose_prints_everything_and_writes_no_log(tmp_path):
     proc = run(tmp_path, verbose=True)
     assert proc.returncode == 0, proc.stderr

@@ -119,6 +119,7 @@ def run_console(output_dir: str, verbose: bool = False) -> Iterator[Path | None]
         return
     log_path = Path(output_dir).resolve() / LOG_FILE
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    created = not log_path.exists()
     _flush_std()
     saved_out, saved_err = os.dup(1), os.dup(2)
     terminal = os.fdopen(os.dup(1), "w", buffering=1)
@@ -141,11 +142,14 @@ def run_console(output_dir: str, verbose: bool = False) -> Iterator[Path | None]
         os.dup2(saved_err, 2)
         os.close(saved_out)
         os.close(saved_err)
-        if failed:
-            tail = _tail(log_path, offset, FAILURE_TAIL_LINES)
+        if created and log_path.stat().st_size == 0:
+            # Stopped before anything ran (bad input: its one-line error follows); leave no file.
+            log_path.unlink()
+        else:
+            tail = _tail(log_path, offset, FAILURE_TAIL_LINES) if failed else ""
             if tail:
                 print(f"[openrlhf_ext] the run failed; the last lines of the log:\n{tail}", file=terminal)
-        print(f"[openrlhf_ext] log: {log_path}", file=terminal)
+            print(f"[openrlhf_ext] log: {log_path}", file=terminal)
         terminal.close()
 
 
