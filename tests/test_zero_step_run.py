@@ -20,7 +20,7 @@ def trainer_after(monkeypatch, tmp_path, trained: int, *flags: str) -> _ExtPPOTr
 
     monkeypatch.setattr(PPOTrainer.__ray_actor_class__, "fit", stock_fit)
     trainer = object.__new__(_ExtPPOTrainer)
-    trainer.args, trainer.trained_steps = args, 0
+    trainer.args, trainer.trained_steps, trainer.mlflow_logger = args, 0, None
     return trainer
 
 
