@@ -74,7 +74,6 @@ class MlflowLogger:
             raise ImportError("--ext.mlflow_uri needs mlflow: pip install 'openrlhf-ext[mlflow]'") from err
         from mlflow.entities import Param
 
-        self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
         experiment = self.client.get_experiment_by_name(name)
