@@ -49,6 +49,7 @@ from openrlhf_ext.algorithms.config import (
 from openrlhf_ext.cli.checks import RangeError, check_numeric_ranges
 from openrlhf_ext.data.templates import TEMPLATE_NAMES
 from openrlhf_ext.rewards.config import signed_reward_off_effect
+from openrlhf_ext.trainer.restarts import DEFAULT_MAX_RESTARTS
 
 STOCK_MODULE = "openrlhf.cli.train_ppo_ray"
 PROG = "python -m openrlhf_ext.cli.train_ppo_ray"
@@ -263,6 +264,12 @@ def _add_ext_arguments(parser: argparse.ArgumentParser) -> None:
                                "library warnings); default: the terminal shows one line per step under a "
                                "progress bar and the rest goes to <ckpt.output_dir>/train.log")
 
+    faults = parser.add_argument_group("openrlhf-ext faults")
+    faults.add_argument("--ext.max_restarts", type=int, default=None, metavar="N",
+                        help="when an actor dies (generator, reference, policy rank, reward unreachable), start the "
+                             "actors again and resume from the newest intact checkpoint, at most N times; needs "
+                             f"--ckpt.save_steps (default: {DEFAULT_MAX_RESTARTS} when checkpoints are saved, else 0)")
+
     parser.add_argument("--print_config", action="store_true", default=False,
                         help="print the resolved, validated configuration as JSON and exit")
 
@@ -419,6 +426,13 @@ def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.
         if norm <= 0:
             raise ConfigError(f"--ext.loss_norm_tokens: must be positive, got {norm}")
         setattr(ns, "ext.loss_norm_tokens", norm)
+
+    saves_checkpoints = get("ckpt.save_steps") > 0 and not get("ckpt.disable_ds")
+    if get("ext.max_restarts") is None:  # a restart resumes from a checkpoint: none to resume from, no restarts
+        setattr(ns, "ext.max_restarts", DEFAULT_MAX_RESTARTS if saves_checkpoints else 0)
+    elif get("ext.max_restarts") > 0 and not saves_checkpoints:
+        raise ConfigError("--ext.max_restarts: a restart resumes from the newest checkpoint and this run saves none; "
+                          "add --ckpt.save_steps K (and no --ckpt.disable_ds) or pass --ext.max_restarts 0")
 
     if get("ext.reward_timeout") <= 0 or not math.isfinite(get("ext.reward_timeout")):
         raise ConfigError(f"--ext.reward_timeout: must be a positive number of seconds, got {get('ext.reward_timeout')}")

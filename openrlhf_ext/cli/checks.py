@@ -134,6 +134,7 @@ RANGES: dict[str, Bound] = {
     "ext.reward_timeout": POSITIVE,
     "ext.difficulty": NON_NEGATIVE,
     "ext.num_prompts": AT_LEAST_ONE,
+    "ext.max_restarts": NON_NEGATIVE,
 }
 
 # Pairs given as LOW HIGH that must be ordered.

@@ -38,6 +38,7 @@ def launch(args: SimpleNamespace) -> None:
     from openrlhf_ext.trainer.failures import RunFailure, describe_failure
     from openrlhf_ext.trainer.injection import injected
     from openrlhf_ext.trainer.inputs import prepare_inputs
+    from openrlhf_ext.trainer.restarts import run_with_restarts
     from openrlhf_ext.trainer.run_guard import guarded_run
 
     worker_env = prepare_inputs(args)
@@ -62,15 +63,20 @@ def launch(args: SimpleNamespace) -> None:
     # has, which must mean "set by the job's runtime env", not "set by us a line above".
     runtime_env = ray_runtime_env(ray_env)
     os.environ.update(worker_env)  # the driver-side reward calls (evaluation) read them too
-    # Every process of the run ends with it, and a dead actor fails it at once (see run_guard).
-    with guarded_run() as guard:
-        if not ray.is_initialized():
-            ray.init(runtime_env=runtime_env)
-        try:
-            with injected(), guard.watching_actors():
-                stock_train(args)
-        except RayError as err:
-            raise RunFailure(describe_failure(err, args.ckpt.output_dir)) from err
+
+    def attempt() -> None:
+        # Every process of the run ends with it, and a dead actor fails it at once (see run_guard);
+        # a restart (run_with_restarts) starts from a clean slate with a new guarded run.
+        with guarded_run() as guard:
+            if not ray.is_initialized():
+                ray.init(runtime_env=runtime_env)
+            try:
+                with injected(), guard.watching_actors():
+                    stock_train(args)
+            except RayError as err:
+                raise RunFailure(describe_failure(err, args.ckpt.output_dir)) from err
+
+    run_with_restarts(args, attempt)
     write_report(args.ckpt.output_dir)
 
 

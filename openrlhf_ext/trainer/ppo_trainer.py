@@ -141,13 +141,16 @@ class _ExtPPOTrainer(PPOTrainer.__ray_actor_class__):
         return status, global_step
 
     def save_logs_and_checkpoints(self, global_step: int, logs_dict=None, client_states=None) -> None:
+        if logs_dict:
+            # Before the step's checkpoint: a restart from checkpoint N finds the records up to N and
+            # drops later ones (trainer/restarts.py), so every step is in the file once.
+            record = {"step": global_step, "time": time.time()}
+            record.update({k: _jsonable(v) for k, v in logs_dict.items() if k != "generated_samples"})
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
         super().save_logs_and_checkpoints(global_step, logs_dict, client_states)
         if not logs_dict:
             return
-        record = {"step": global_step, "time": time.time()}
-        record.update({k: _jsonable(v) for k, v in logs_dict.items() if k != "generated_samples"})
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
         if self.mlflow_logger:
             self.mlflow_logger.log_train(global_step, logs_dict)
         print(format_step_line(global_step, self.planned_steps(), logs_dict), flush=True)
