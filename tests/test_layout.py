@@ -15,10 +15,11 @@ from openrlhf_ext.trainer.cpu.layout import (
     GIB,
     Layout,
     Machine,
-    count_parameters,
+    Workload,
     fit_problem,
     laptop_layout,
     memory_needed,
+    model_size,
     sized_layout_line,
 )
 
@@ -81,42 +82,52 @@ def test_layout_counts_the_roles_that_run():
     assert Layout.of(args_for(2, critic=True)).actors == 2 + 1 + 1 + 1 + 1  # + the trainer
 
 
+def work(params: int, zero_stage: int = 3, micro_batch_tokens: int = 0) -> Workload:
+    return Workload(params=params, vocab=49152, zero_stage=zero_stage, param_dtype="bf16",
+                    micro_batch_tokens=micro_batch_tokens)
+
+
 def test_fit_problem_numbers():
     one = Layout.of(args_for(1))
-    assert fit_problem(one, 135_000_000, 3, "bf16", LAPTOP) is None
+    assert fit_problem(one, work(135_000_000), LAPTOP) is None
+    assert fit_problem(one, None, LAPTOP) is None  # model size unknown: the cores alone decide
 
     eight = Layout.of(args_for(8))
-    fatal = fit_problem(eight, 135_000_000, 3, "bf16", LAPTOP)
+    fatal = fit_problem(eight, work(135_000_000), LAPTOP)
     assert fatal.fatal and "8 cores (one per rank of a model)" in fatal.message and "2 cores" in fatal.message
 
     # A 7B model: Adam states alone are 16 bytes/parameter, more than the machine has.
-    big = fit_problem(one, 7_000_000_000, 3, "bf16", LAPTOP)
+    big = fit_problem(one, work(7_000_000_000), LAPTOP)
     assert big.fatal and "7000M parameters" in big.message
-    need = memory_needed(one, 7_000_000_000, 3, "bf16")
+    need = memory_needed(one, work(7_000_000_000))
     assert f"about {need / GIB:.1f} GiB" in big.message and need > 16 * 7e9
 
     # Above what is available now, below the total: a warning, the run starts.
     short = Machine(cores=2, total_bytes=24 * GIB, available_bytes=3 * GIB)
-    warning = fit_problem(one, 135_000_000, 3, "bf16", short)
+    warning = fit_problem(one, work(135_000_000), short)
     assert not warning.fatal and "starting anyway" in warning.message
 
 
-def test_zero_sharding_divides_adam_states_over_ranks():
+def test_memory_grows_with_zero_replication_and_logits():
     two = Layout(policy=2, reference=0, critic=0, reward=0, engines=0)
     params = 1_000_000_000
-    per_stage = {stage: memory_needed(two, params, stage, "bf16") for stage in (0, 1, 2, 3)}
-    base = memory_needed(Layout(policy=2, reference=0, critic=0, reward=0, engines=0), 0, 3, "bf16")
+    per_stage = {stage: memory_needed(two, work(params, stage)) for stage in (0, 1, 2, 3)}
+    base = memory_needed(two, work(0))
     assert per_stage[0] - base == 2 * 16 * params  # every rank holds everything
     assert per_stage[3] - base == 16 * params  # all of it sharded over the 2 ranks
     assert per_stage[0] > per_stage[1] > per_stage[2] > per_stage[3]
+    # float32 logits of a micro-batch, 3 copies, in each of the 2 ranks
+    assert memory_needed(two, work(0, micro_batch_tokens=1000)) - base == 2 * 3 * 4 * 1000 * 49152
 
 
-def test_count_parameters_from_the_config(tiny_model_dir, tmp_path):
+def test_model_size_from_the_config(tiny_model_dir, tmp_path):
     weights = load_file(f"{tiny_model_dir}/model.safetensors")
     tied = {"lm_head.weight"} if "lm_head.weight" not in weights else set()
-    assert count_parameters(tiny_model_dir) == sum(t.numel() for k, t in weights.items() if k not in tied)
+    params, vocab = model_size(tiny_model_dir)
+    assert params == sum(t.numel() for k, t in weights.items() if k not in tied)
+    assert vocab == weights["model.embed_tokens.weight"].shape[0]
     (tmp_path / "config.json").write_text('{"model_type": "no_such_architecture"}')
-    assert count_parameters(str(tmp_path)) is None
+    assert model_size(str(tmp_path)) is None
 
 
 def test_a_layout_that_cannot_fit_stops_before_ray(tiny_model_dir, tmp_path):

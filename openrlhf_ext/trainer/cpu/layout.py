@@ -34,7 +34,9 @@ SKIP_FIT_CHECK_ENV = "OPENRLHF_EXT_SKIP_FIT_CHECK"
 # Resident memory (PSS) before the models' own bytes, measured on the 2-core machine with the tiny
 # model (peak 5.85 GiB for policy + reference + engine + trainer): the driver with GCS, raylet and
 # Ray's agents 2.0; one actor process with torch, transformers and DeepSpeed imported 0.6; a vLLM
-# engine's worker and engine-core processes 0.8 besides its Ray actor and its KV cache.
+# engine's worker and engine-core processes 0.8 besides its Ray actor and its KV cache. With
+# SmolLM2-135M (README's example: micro-batches of 8 x 320 tokens) the estimate below is 11.5 GiB,
+# the measured peak 12.3 GiB.
 RAY_BASE_BYTES = int(2.0 * GIB)
 ACTOR_BASE_BYTES = int(0.6 * GIB)
 ENGINE_BASE_BYTES = int(0.8 * GIB)
@@ -45,6 +47,7 @@ ENGINE_BASE_BYTES = int(0.8 * GIB)
 TRAIN_BYTES_PER_PARAM = 16
 SHARDED_BYTES = {0: 0, 1: 12, 2: 14, 3: 16}
 WEIGHT_BYTES = {"bf16": 2, "fp16": 2}  # anything else (fp32) is 4
+LOGIT_COPIES = 3
 
 
 @dataclass(frozen=True)
@@ -136,19 +139,36 @@ class Layout:
         return max(self.policy, self.reference, self.critic, self.reward)
 
 
-def memory_needed(layout: Layout, params: int, zero_stage: int, param_dtype: str, engine_cache_bytes: int = 0) -> int:
+@dataclass(frozen=True)
+class Workload:
+    """What each model process holds: the model's size, how it is trained and batched."""
+
+    params: int
+    vocab: int
+    zero_stage: int
+    param_dtype: str
+    micro_batch_tokens: int  # the largest micro-batch (training or scoring) times --data.max_len
+    engine_cache_bytes: int = 0  # KV cache each engine reserves
+
+
+def memory_needed(layout: Layout, work: Workload) -> int:
     """Bytes the run needs at its peak, roughly: Ray, every actor's imports, the models' weights,
-    Adam states of the trained models and the engines' KV cache."""
-    weights = WEIGHT_BYTES.get(param_dtype, 4) * params
+    Adam states of the trained models, the logits of a micro-batch in every model process and the
+    engines' KV cache."""
+    weights = WEIGHT_BYTES.get(work.param_dtype, 4) * work.params
+    # float32 logits, their log-softmax and (training) their gradient: for a small model with a
+    # large vocabulary these, not the weights, are the largest tensors.
+    logits = LOGIT_COPIES * 4 * work.micro_batch_tokens * work.vocab
 
     def training(ranks: int) -> float:
-        sharded = SHARDED_BYTES[zero_stage]
-        return ranks * ((TRAIN_BYTES_PER_PARAM - sharded) + sharded / ranks) * params if ranks else 0
+        sharded = SHARDED_BYTES[work.zero_stage]
+        return ranks * ((TRAIN_BYTES_PER_PARAM - sharded) + sharded / ranks) * work.params if ranks else 0
 
+    scoring = layout.policy + layout.critic + layout.reference + layout.reward
     models = (training(layout.policy) + training(layout.critic)
-              + (layout.reference + layout.reward + layout.engines) * weights)
+              + (layout.reference + layout.reward + layout.engines) * weights + scoring * logits)
     return int(RAY_BASE_BYTES + layout.actors * ACTOR_BASE_BYTES
-               + layout.engines * (ENGINE_BASE_BYTES + engine_cache_bytes) + models)
+               + layout.engines * (ENGINE_BASE_BYTES + work.engine_cache_bytes) + models)
 
 
 @dataclass(frozen=True)
@@ -159,22 +179,21 @@ class Fit:
     fatal: bool
 
 
-def fit_problem(layout: Layout, params: int | None, zero_stage: int, param_dtype: str, machine: Machine,
-                engine_cache_bytes: int = 0) -> Fit | None:
+def fit_problem(layout: Layout, work: Workload | None, machine: Machine) -> Fit | None:
     """Whether ``layout`` fits ``machine`` (None if it does), with the numbers it would need.
 
     Fatal: more ranks of one model than cores (they step through every collective together, so a
     rank without a core of its own leaves every all-gather waiting for it), or more memory than
-    the machine has (:func:`memory_needed`; not checked when ``params`` is None, model size
+    the machine has (:func:`memory_needed`; not checked when ``work`` is None, model size
     unknown). Memory above what is available now but below the total is a warning: other
     programs may give it back, and the available figure moves by gigabytes on a shared machine.
     """
     fatal, warning = [], []
     if layout.lockstep_ranks() > machine.cores:
         fatal.append(f"{layout.lockstep_ranks()} cores (one per rank of a model)")
-    if params is not None:
-        need = memory_needed(layout, params, zero_stage, param_dtype, engine_cache_bytes)
-        memory = f"about {need / GIB:.1f} GiB of memory ({params / 1e6:.0f}M parameters)"
+    if work is not None:
+        need = memory_needed(layout, work)
+        memory = f"about {need / GIB:.1f} GiB of memory ({work.params / 1e6:.0f}M parameters)"
         if need > machine.total_bytes:
             fatal.append(memory)
         elif need > machine.available_bytes:
@@ -190,9 +209,9 @@ def fit_problem(layout: Layout, params: int | None, zero_stage: int, param_dtype
                f"needs {' and '.join(problems)}; this machine has {machine.describe()}: {advice}", fatal=bool(fatal))
 
 
-def count_parameters(model: str) -> int | None:
-    """Parameters of the model ``model`` names (its config only, built on the meta device);
-    None if transformers cannot build it (the actors will then fail with the loader's cause)."""
+def model_size(model: str) -> tuple[int, int] | None:
+    """(parameters, vocabulary) of the model ``model`` names, from its config alone (built on the
+    meta device); None if transformers cannot build it (the actors then fail with the loader's cause)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -202,7 +221,7 @@ def count_parameters(model: str) -> int | None:
             built = AutoModelForCausalLM.from_config(config, trust_remote_code=True)
     except (OSError, ValueError, KeyError, ImportError):
         return None
-    return sum(p.numel() for p in built.parameters())
+    return sum(p.numel() for p in built.parameters()), built.get_output_embeddings().out_features
 
 
 def check_fit(args: SimpleNamespace, engine_cache_bytes: int = 0) -> Fit | None:
@@ -211,5 +230,10 @@ def check_fit(args: SimpleNamespace, engine_cache_bytes: int = 0) -> Fit | None:
     ``$OPENRLHF_EXT_SKIP_FIT_CHECK`` is 1."""
     if os.environ.get(SKIP_FIT_CHECK_ENV) == "1" or not runs_on_this_cpu():
         return None
-    return fit_problem(Layout.of(args), count_parameters(args.actor.model_name_or_path), args.ds.zero_stage,
-                       args.ds.param_dtype, Machine.this(), engine_cache_bytes)
+    size = model_size(args.actor.model_name_or_path)
+    work = None
+    if size is not None:
+        micro_batch = max(args.train.micro_batch_size, args.rollout.micro_batch_size)
+        work = Workload(params=size[0], vocab=size[1], zero_stage=args.ds.zero_stage, param_dtype=args.ds.param_dtype,
+                        micro_batch_tokens=micro_batch * args.data.max_len, engine_cache_bytes=engine_cache_bytes)
+    return fit_problem(Layout.of(args), work, Machine.this())
