@@ -10,18 +10,18 @@ Three parts, used by :func:`openrlhf_ext.trainer.launch.launch`:
   in its own session, so that a terminal's Ctrl-C does not stop it before it has done its work.
   When the driver is gone, however it ended (normal exit, exception, SIGINT/SIGTERM or SIGKILL),
   or when the driver closes its stdin at the end of the run, it terminates every process still
-  carrying the run id and kills what is left after :data:`GRACE_S`. Ray's own clean-up on driver
-  death is not enough: after a SIGKILL its dashboard and runtime-env agents lingered for ~60 s,
-  and a worker busy in a constructor is not told at all.
+  carrying the run id and kills what is left after :data:`GRACE_S`. Ray's own clean-up is not
+  enough: after a SIGKILL of the driver its dashboard and runtime-env agents lingered for ~60 s,
+  and after a normal ``ray.shutdown()`` the actors (vLLM's worker too) were still running.
 * **Signals and actor deaths.** Ray's blocking ``ray.get`` gives way only to KeyboardInterrupt
   (any other exception raised by a signal handler surfaces later as a ``SystemError``, after the
   get returns, which may be never). So SIGTERM, which Ray's driver turns into ``sys.exit``, is
   turned into KeyboardInterrupt, and :meth:`RunGuard.watching_actors` runs a thread that polls the
   GCS for actors of this job that died (in their constructor, killed for memory, worker crash) and
   interrupts the main thread the same way; the interrupted call then raises the dead actor's own
-  error, as Ray would have built it. Without this, the driver waits forever whenever the actor it
-  waits on waits for a dead one (a policy rank at the weight-sync rendezvous with an engine that
-  never started).
+  error, as Ray would have built it. Without this, the driver waits as long as the actor it waits
+  on waits for a dead one (a policy rank at the weight-sync rendezvous with an engine that never
+  started: the group's 10-minute timeout).
 """
 
 from __future__ import annotations
