@@ -99,6 +99,62 @@ def test_watchdog_stops_the_run_when_its_driver_is_sigkilled(tmp_path):
     assert wait_until_gone(marker, driver, timeout_s=10) < 10
 
 
+@pytest.mark.slow
+def test_death_error_tells_failures_from_intended_ends():
+    """Real Ray: a constructor that raises and an actor whose worker crashes are failures, with the
+    error a call on them raises; ray.kill, exit_actor and a dropped handle are not."""
+    import ray
+    from ray.exceptions import ActorDiedError, RayError
+
+    from openrlhf_ext.trainer.failures import summarize_failure
+    from openrlhf_ext.trainer.run_guard import death_error
+
+    @ray.remote
+    class Probe:
+        def __init__(self, fail: bool = False) -> None:
+            if fail:
+                raise ValueError("no weights in /models/x")
+
+        def ping(self) -> int:
+            return 1
+
+        def crash(self) -> None:
+            os._exit(3)
+
+        def leave(self) -> None:
+            ray.actor.exit_actor()
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False)
+    try:
+        probes = {name: Probe.remote() for name in ("killed", "crashed", "left", "dropped")}
+        probes["constructor"] = Probe.remote(fail=True)
+        ray.get([p.ping.remote() for name, p in probes.items() if name != "constructor"])
+        ray.kill(probes.pop("killed"))
+        for name, method in (("crashed", "crash"), ("left", "leave")):
+            with pytest.raises(RayError):
+                ray.get(getattr(probes[name], method).remote())
+        del probes["dropped"]
+        with pytest.raises(RayError):
+            ray.get(probes["constructor"].ping.remote())
+        from ray._private import state
+
+        job = ray.JobID.from_hex(ray.get_runtime_context().get_job_id())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            dead = list(state.actors(job_id=job, actor_state_name="DEAD").values())
+            if len(dead) == 5:
+                break
+            time.sleep(0.5)
+        errors = [death_error(info) for info in dead]
+        assert len(errors) == 5 and sum(e is not None for e in errors) == 2, errors
+        causes = [summarize_failure(e)[1] for e in errors if e is not None]
+        assert all(isinstance(e, ActorDiedError) for e in errors if e is not None)
+        assert any(cause.startswith("actor died: ") and "exit" in cause for cause in causes), causes  # the crash
+        assert "actor died in its constructor: ValueError: no weights in /models/x" in causes, causes
+    finally:
+        ray.shutdown()
+
+
 # ---------------------------------------------------------------------------------------------
 # Real runs of the CLI on the tiny model (slow: Ray and four actors start on 2 cores)
 

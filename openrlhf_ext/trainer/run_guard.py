@@ -44,6 +44,7 @@ POLL_S = 0.5  # the watchdog's check of its parent
 WATCH_S = 1.0  # the driver's poll of dead actors
 SWEEP_ROUNDS = 5  # processes can be spawned while the run is torn down: sweep until none is left
 WATCHDOG_WAIT_S = SWEEP_ROUNDS * (GRACE_S + 1)
+INTENDED_EXIT = "Worker exit type: INTENDED_USER_EXIT"
 
 
 def _log(message: str) -> None:
@@ -115,7 +116,8 @@ def watch(driver_pid: int, run_id: str) -> None:
 
 def death_error(info: dict[str, Any]) -> Exception | None:
     """The error a call on this dead actor raises (as Ray builds it from the death cause), or None
-    for an intended end (``ray.kill``, out of scope, its owner gone: that owner's death is the cause)."""
+    for an intended end (``ray.kill``, ``exit_actor``, out of scope, its owner gone: that owner's
+    death is the cause)."""
     from ray.core.generated.common_pb2 import ActorDiedErrorContext
     from ray.exceptions import ActorDiedError, RayError
 
@@ -126,7 +128,9 @@ def death_error(info: dict[str, Any]) -> Exception | None:
     if kind == "actor_died_error_context":
         context = cause.actor_died_error_context
         failed = (ActorDiedErrorContext.UNSPECIFIED, ActorDiedErrorContext.WORKER_DIED, ActorDiedErrorContext.NODE_DIED)
-        return ActorDiedError(cause=context) if context.reason in failed else None
+        # ray.actor.exit_actor() is a WORKER_DIED too; only Ray's message tells it apart.
+        intended = INTENDED_EXIT in context.error_message
+        return ActorDiedError(cause=context) if context.reason in failed and not intended else None
     if kind in ("oom_context", "runtime_env_failed_context", "actor_unschedulable_context"):
         context = ActorDiedErrorContext(
             class_name=info["ActorClassName"], pid=info["Pid"], node_ip_address=info["Address"]["IPAddress"],
