@@ -16,6 +16,6 @@ _alternate = defaultdict(lambda: itertools.cycle((1.0, -1.0)))
 
 
 def reward_func(queries, prompts, labels, **_):
-    rewards = [1.0 if int(label) % 3 == 0 else next(_alternate[prompt]) for prompt, label in zip(prompts, labels)]
+    rewards = [1.0 if int(label) % 3 == 0 else next(_alternate[prompt]) for prompt, label in zip(prompts, labels, strict=True)]
     rewards = torch.tensor(rewards)
     return {"rewards": rewards, "scores": rewards, "extra_logs": {}}
