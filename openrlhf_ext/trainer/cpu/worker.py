@@ -21,11 +21,17 @@ from openrlhf_ext.trainer.cpu.weight_sync import stateless_gloo_group
 from openrlhf_ext.trainer.injection import swapped
 
 THREADS_ENV_VAR = "OPENRLHF_EXT_CPU_THREADS"
-# One intra-op thread per worker. Our actors overlap (policy and reference score the same batch,
-# DeepSpeed ranks train together) and CI machines are shared: on 2 busy cores, OpenMP threads
-# spin-waiting on each other made small matmuls 12x slower and one 32 x 32-token SmolLM2 generate
-# call take 50-120 s with 2 threads against 5.5-7.5 s with 1 (docs/cpu.md).
-DEFAULT_THREADS = 1
+# Every worker may use every core, and idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE) instead
+# of spinning. The actors mostly take turns (generation, then scoring, then training): measured on
+# 2 cores, a SmolLM2-135M float32 forward+backward (8 x 80 tokens) took 5.1 s with 1 thread and
+# 2.9 s with 2; two such processes at once took 5.2 s each with 1 thread, 8-9 s with 2 passive
+# threads and 40 s with 2 spinning (OpenMP's default), which is why the default used to be 1.
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 CPU = torch.device("cpu")
 
 
@@ -44,7 +50,7 @@ DEFAULT_KVCACHE_GIB = "1"
 
 
 def worker_threads() -> int:
-    threads = int(os.environ.get(THREADS_ENV_VAR) or DEFAULT_THREADS)
+    threads = int(os.environ.get(THREADS_ENV_VAR) or default_threads())
     if threads < 1:
         raise ValueError(f"{THREADS_ENV_VAR} must be >= 1, got {threads}")
     return threads
@@ -68,6 +74,7 @@ def cpu_worker_env() -> dict[str, str]:
         "TORCH_EXTENSIONS_DIR": torch_extensions_dir(),
         **vllm_cpu_env(),
         "OMP_NUM_THREADS": str(worker_threads()),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
     }
 
 
@@ -121,7 +128,7 @@ WORKER_PATCHES: tuple[Patch, ...] = (
 def apply_worker_patches() -> list[str]:
     """Adapt this process to a CUDA-less machine; a no-op (returns ``[]``) when CUDA is available.
 
-    Sets the DeepSpeed environment, pins torch to :data:`DEFAULT_THREADS` intra-op threads
+    Sets the DeepSpeed environment, pins torch to :func:`default_threads` intra-op threads
     (override with ``$OPENRLHF_EXT_CPU_THREADS``) and applies
     :data:`WORKER_PATCHES`, those on not-yet-imported modules at their import. Returns the
     targets patched immediately.
