@@ -97,4 +97,4 @@ def install_import_shims() -> list[str]:
 
 def vllm_is_real() -> bool:
     install_import_shims()
-    return not getattr(sys.modules["vllm"], "__openrlhf_ext_shim__", False)
+    return not getattr(sys.modules.get("vllm"), "__openrlhf_ext_shim__", False)
