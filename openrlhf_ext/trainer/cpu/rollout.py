@@ -45,7 +45,6 @@ def cpu_engine_kwargs(kwargs: dict[str, Any], dtype: str) -> dict[str, Any]:
         "distributed_executor_backend": "uni",
         "gpu_memory_utilization": kwargs.get("gpu_memory_utilization") or CPU_MEMORY_UTILIZATION,
         "num_gpus": 0,
-        "enable_sleep_mode": False,
     }
 
 
