@@ -18,6 +18,7 @@ demo: setup
 
 lint: setup
 	$(PY) -m ruff check openrlhf_ext tests benchmarks scripts
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) benchmarks/bench_advantages.py

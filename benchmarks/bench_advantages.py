@@ -31,12 +31,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-import openrlhf_ext  # noqa: F401  (import shims before OpenRLHF's Ray modules)
 from openrlhf_ext.algorithms import compute_token_advantages
-from openrlhf_ext.trainer.stock_reference import max_advantage_gap, shuffled_micro_batches, stock_maker
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test and benchmark support
+from support.stock_openrlhf import max_advantage_gap, shuffled_micro_batches, stock_maker  # noqa: E402
 
 PROMPT_LEN = 256
 ESTIMATORS = ("group_norm", "reinforce_baseline")

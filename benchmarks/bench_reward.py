@@ -4,7 +4,7 @@
 
 Responses are built from the shared MATH500 and GSM8K reference answers (half correct, half with a
 perturbed answer; boxed, answer-tag and ``####`` forms with prose); a fraction is adversarial output
-from :mod:`openrlhf_ext.rewards.corpus`, among them inputs that never finish in math-verify.
+from :mod:`tests/support/reward_corpus.py`, among them inputs that never finish in math-verify.
 
 Measured in the same run:
 
@@ -26,13 +26,16 @@ import logging
 import math
 import os
 import random
+import sys
 import threading
 import time
 from pathlib import Path
 
 from openrlhf_ext.data import load_problems
 from openrlhf_ext.rewards import RewardConfig, ScoringPool, percentile, score_responses
-from openrlhf_ext.rewards.corpus import (
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test and benchmark support
+from support.reward_corpus import (  # noqa: E402
     HANGING_OUTPUTS,
     QUICK_BAD_OUTPUTS,
     perturb_answer,

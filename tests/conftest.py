@@ -1,10 +1,10 @@
 """Shared test fixtures.
 
-GPU-only modules: ``openrlhf_ext.platform.install_import_shims`` registers stand-ins for
+GPU-only modules: the ``import`` reach of ``openrlhf_ext.reaches`` registers stand-ins for
 ``flash_attn_2_cuda`` (the CUDA kernels of flash-attn) and ``vllm`` when they are not installed.
 The code under test never calls into them on CPU; they exist only so that OpenRLHF's Ray modules
-import. Importing ``openrlhf_ext`` here installs them once for the whole test session; this is the
-only place tests rely on stubs.
+import. Applying it here installs them once for the whole test session, as importing any layer
+that wraps OpenRLHF does; this is the only place tests rely on stubs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from helpers import REPO_ROOT
 
-import openrlhf_ext  # noqa: F401  (installs the import shims, see module docstring)
+from openrlhf_ext.reaches import Where, apply
+
+apply(Where.IMPORT)  # see the module docstring
 
 SHARED_DATA = Path(os.environ.get("OPENRLHF_EXT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data" / "math"))
 
@@ -51,7 +53,7 @@ def local_ray():
     """One local Ray instance (CPU only, loopback) for the whole session, set up as launch() does."""
     import ray
 
-    from openrlhf_ext.trainer.launch import ray_runtime_env
+    from openrlhf_ext.cpu.worker import ray_runtime_env
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, runtime_env=ray_runtime_env({}),

@@ -25,7 +25,7 @@ import pytest
 from helpers import small_run_flags
 from mlflow import MlflowClient
 
-from openrlhf_ext.trainer.console import LOG_FILE, format_step_line
+from openrlhf_ext.reporting.console import LOG_FILE, format_step_line
 
 STATUS = {"ext/reward_mean": 0.4123, "ext/correct_fraction": 0.41, "ext/kept_fraction": 0.5, "kl": 0.00312,
           "entropy_loss": 2.955, "timing/step_total": 23.0, "timing/generation": 4.05,
@@ -33,7 +33,7 @@ STATUS = {"ext/reward_mean": 0.4123, "ext/correct_fraction": 0.41, "ext/kept_fra
 
 RUN = """
 import os, sys, time, warnings
-from openrlhf_ext.trainer.console import format_step_line, run_console
+from openrlhf_ext.reporting.console import format_step_line, run_console
 with run_console(sys.argv[1], verbose=sys.argv[2] == "1"):
     print("Namespace(actor=Namespace(model_name_or_path='m', adam=Namespace(lr=1e-06)))")
     print("Actor(\\n  (model): Qwen2ForCausalLM(...)\\n)")
@@ -95,7 +95,7 @@ def test_a_failure_shows_the_end_of_the_log_and_the_error(tmp_path):
 
 
 def test_a_run_stopped_before_any_output_leaves_no_log(tmp_path):
-    code = ("import sys\nfrom openrlhf_ext.trainer.console import run_console\n"
+    code = ("import sys\nfrom openrlhf_ext.reporting.console import run_console\n"
             "with run_console(sys.argv[1]):\n    raise SystemExit('bad input')")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and proc.stderr.strip() == "bad input"  # the error is not swallowed

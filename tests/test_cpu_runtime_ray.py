@@ -14,7 +14,7 @@ from openrlhf.utils import get_tokenizer
 from vllm import SamplingParams
 
 from openrlhf_ext.cli.args import resolve_train_config
-from openrlhf_ext.trainer.cpu import CpuRayActorGroup, install_driver_patches
+from openrlhf_ext.cpu import CpuRayActorGroup, install_driver_patches
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from openrlhf_ext.eval.curves import head_tail_means, load_metrics, moving_average, plot_runs, summary_table
+from openrlhf_ext.reporting.curves import head_tail_means, load_metrics, moving_average, plot_runs, run_summary_table
 
 
 def test_moving_average_is_trailing_and_handles_the_start():
@@ -30,7 +30,7 @@ def test_summary_and_plot(tmp_path):
     rows = [{"step": s, "ext/reward_mean": s / 10, "kl": 0.001 * s, "ext/kept_fraction": 0.5,
              "ext/skipped_step": 1.0 if s == 3 else 0.0} for s in range(1, 11)]
     assert head_tail_means(rows, "ext/reward_mean") == pytest.approx((0.3, 0.8))
-    table = summary_table(rows)
+    table = run_summary_table(rows)
     assert "| ext/reward_mean | 0.3 | 0.8 |" in table and "1 skipped" in table
     png = plot_runs({"a": rows, "b": rows[:5]}, tmp_path / "curves.png", window=3)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

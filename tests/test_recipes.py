@@ -23,7 +23,7 @@ import pytest
 from ray.runtime_env.runtime_env import _merge_runtime_env
 
 from openrlhf_ext.cli.train_ppo_ray import main
-from openrlhf_ext.trainer.launch import ray_runtime_env
+from openrlhf_ext.cpu.worker import ray_runtime_env
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "examples" / "scripts"

@@ -12,8 +12,8 @@ from ray.exceptions import ActorDiedError, RayTaskError
 from test_resume import save_step
 
 from openrlhf_ext.cli.args import resolve_train_config
-from openrlhf_ext.trainer.failures import RewardUnavailable, RunFailure
-from openrlhf_ext.trainer.restarts import is_actor_fault, run_with_restarts
+from openrlhf_ext.job.restarts import is_actor_fault, run_with_restarts
+from openrlhf_ext.reporting.failures import RewardUnavailable, RunFailure
 
 
 def task_error(cause: BaseException) -> RayTaskError:

@@ -11,10 +11,10 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.reward_corpus import HANGING_OUTPUTS as HANGS
+from support.reward_corpus import QUICK_BAD_OUTPUTS as QUICK
 
 from openrlhf_ext.rewards import RewardConfig, ScoringPool, score_responses
-from openrlhf_ext.rewards.corpus import HANGING_OUTPUTS as HANGS
-from openrlhf_ext.rewards.corpus import QUICK_BAD_OUTPUTS as QUICK
 
 LIMIT_S = 2.0
 SLACK_S = 1.0

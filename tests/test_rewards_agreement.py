@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from support.reward_corpus import perturb_answer, reference_response
 
 from openrlhf_ext.rewards import RewardConfig, ScoringPool, score_responses
-from openrlhf_ext.rewards.corpus import perturb_answer, reference_response
 
 # Generous: the limit is not what this test is about, and a loaded CI machine must not time out.
 CONFIG = RewardConfig(timeout_s=20.0, workers=2)

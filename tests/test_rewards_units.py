@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from openrlhf_ext.data.puzzles import decode_puzzle_label, encode_puzzle_label
 from openrlhf_ext.rewards import (
     Extraction,
     RewardConfig,
@@ -24,7 +25,7 @@ from openrlhf_ext.rewards.extract import (
     matching_braces,
     strict_extraction,
 )
-from openrlhf_ext.rewards.labels import decode_puzzle_label, encode_puzzle_label, normalize_label
+from openrlhf_ext.rewards.labels import normalize_label
 
 # ---------------------------------------------------------------- extraction
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from openrlhf_ext.trainer.run_guard import RUN_ID_ENV, stop_run_processes
+from openrlhf_ext.job.run_guard import RUN_ID_ENV, stop_run_processes
 
 MARKER = "OPENRLHF_EXT_TEST_MARKER"
 GONE_WITHIN_S = 30.0
@@ -88,7 +88,7 @@ def test_watchdog_stops_the_run_when_its_driver_is_sigkilled(tmp_path):
         import os, signal, subprocess, sys, uuid
         run_id = uuid.uuid4().hex
         os.environ[{RUN_ID_ENV!r}] = run_id
-        subprocess.Popen([sys.executable, "-m", "openrlhf_ext.trainer.run_guard", str(os.getpid()), run_id],
+        subprocess.Popen([sys.executable, "-m", "openrlhf_ext.job.run_guard", str(os.getpid()), run_id],
                          stdin=subprocess.PIPE, start_new_session=True)
         subprocess.Popen(["sleep", "120"])
         os.kill(os.getpid(), signal.SIGKILL)
@@ -106,8 +106,8 @@ def test_death_error_tells_failures_from_intended_ends(local_ray):
     import ray
     from ray.exceptions import ActorDiedError, RayError
 
-    from openrlhf_ext.trainer.failures import summarize_failure
-    from openrlhf_ext.trainer.run_guard import death_error
+    from openrlhf_ext.job.run_guard import death_error
+    from openrlhf_ext.reporting.failures import summarize_failure
 
     @ray.remote
     class Probe:

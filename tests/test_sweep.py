@@ -11,7 +11,7 @@ from helpers import HALF_FILTERED_REWARD, read_metrics, small_run_flags
 
 from openrlhf_ext.cli.args import resolve_train_config
 from openrlhf_ext.cli.sweep import sweep
-from openrlhf_ext.eval.sweep import (
+from openrlhf_ext.cli.sweep_plan import (
     DONE_FILE,
     Run,
     SweepStateError,
@@ -25,9 +25,9 @@ from openrlhf_ext.eval.sweep import (
     reserved_settings,
     run_summary,
     steps_flags,
-    summary_table,
+    sweep_summary_table,
     train_command,
-    write_report,
+    write_sweep_report,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -74,7 +74,7 @@ def test_summary_table_rows_and_eval_columns():
     s1 = {"ext/reward_mean": 0.5, "ext/correct_fraction": 0.75, "ext/kept_fraction": 1.0, "ext/groups_all_correct": 0.0,
           "ext/groups_all_wrong": 0.25, "steps": 4.0, "skipped": 0.0}
     s2 = {**s1, "ext/reward_mean": 0.7}
-    table = summary_table({"raft": [s1, s2]}, tail=2, evals={"raft": [{"math500": 0.1, "average": 0.1},
+    table = sweep_summary_table({"raft": [s1, s2]}, tail=2, evals={"raft": [{"math500": 0.1, "average": 0.1},
                                                                       {"math500": 0.3, "average": 0.3}]}, eval_k=4)
     header, _, row = table.splitlines()
     assert header.startswith("| estimator | seeds | steps | reward (last 2) | correct (last 2) | kept |")
@@ -94,7 +94,7 @@ def test_write_report_figures_table_and_missing_metric_groups(tmp_path):
                         for s in range(1, 6)]
     failed = Run("raft", 3, tmp_path / "raft-seed3")
     (tmp_path / "sweep_kl.png").write_bytes(PNG_MAGIC)  # left by an earlier report
-    report = write_report(tmp_path, [*runs, failed], records, window=20, tail=2, failures={failed: "exit code 1"},
+    report = write_sweep_report(tmp_path, [*runs, failed], records, window=20, tail=2, failures={failed: "exit code 1"},
                           command="python -m openrlhf_ext.cli.sweep --steps 5")
     text = report.read_text()
     for name in ("reward", "entropy", "length", "groups"):
@@ -105,7 +105,7 @@ def test_write_report_figures_table_and_missing_metric_groups(tmp_path):
     # raft: seeds 1 and 2 -> last-2 reward means 0.1+0.225 and 0.2+0.225
     assert "| raft | 2 | 5 | 0.375 ± 0.071 |" in text and "| group_norm | 2 | 5 | 0.675 ± 0.071 |" in text
     assert "- `raft-seed3`: exit code 1" in text
-    text = write_report(tmp_path, runs, records, window=3, tail=50).read_text()
+    text = write_sweep_report(tmp_path, runs, records, window=3, tail=50).read_text()
     assert "reward (last 5)" in text and "moving average over 3 step(s)" in text  # tail clipped to the run too
 
 

@@ -31,6 +31,7 @@ import sys
 import types
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -46,10 +47,13 @@ from openrlhf_ext.algorithms.config import (
     Preset,
     get_preset,
 )
-from openrlhf_ext.cli.checks import RangeError, check_numeric_ranges
 from openrlhf_ext.data.templates import TEMPLATE_NAMES
+from openrlhf_ext.job.checks import RangeError, check_numeric_ranges
+from openrlhf_ext.job.inputs import EMBEDDED_MODEL, EMBEDDED_PROMPTS
+from openrlhf_ext.job.restarts import DEFAULT_MAX_RESTARTS
+from openrlhf_ext.reaches import Where, scoped
+from openrlhf_ext.reporting.records import config_to_dict
 from openrlhf_ext.rewards.config import signed_reward_off_effect
-from openrlhf_ext.trainer.restarts import DEFAULT_MAX_RESTARTS
 
 STOCK_MODULE = "openrlhf.cli.train_ppo_ray"
 PROG = "python -m openrlhf_ext.cli.train_ppo_ray"
@@ -58,10 +62,6 @@ NEW_LOSS_AGG_MODES = ("seq-mean-token-sum", "seq-mean-token-sum-norm")
 NEW_POLICY_LOSS_TYPES = ("vanilla",)
 NEW_PARAM_DTYPES = ("fp32",)  # the CPU default where bf16 would be emulated
 
-# Placeholders resolved at launch (model conversion, data generation), so that --print_config and
-# validation stay instant and never touch the network or the disk.
-EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
-EMBEDDED_PROMPTS = "embedded:arithmetic"
 
 LEGACY_NO_OP_FLAGS = ("--bf16", "--flash_attn")
 ON_OFF = ("on", "off")
@@ -72,7 +72,7 @@ ON_OFF_DEFAULTS = {"ext.signed_reward": False, "ext.overlong_filter": False, "ex
 
 # Defaults for the embedded CPU demo (no --pretrain given): a 2-core machine, about 10 steps in
 # under 10 minutes. Any of these given explicitly on the command line wins. Its layout (one rank per
-# role) is the laptop layout of openrlhf_ext.trainer.cpu.layout.
+# role) is the laptop layout of openrlhf_ext.cpu.layout.
 EMBEDDED_PROFILE: dict[str, Any] = {
     "rollout.n_samples_per_prompt": 4,
     "rollout.batch_size": 8,
@@ -489,7 +489,7 @@ def _choose_cpu_param_dtype(ns: argparse.Namespace, explicit: set[str]) -> set[s
 
     if "ds.param_dtype" in explicit or torch.cuda.is_available():
         return set()
-    from openrlhf_ext.trainer.cpu.dtype import cpu_param_dtype
+    from openrlhf_ext.cpu.dtype import cpu_param_dtype
 
     setattr(ns, "ds.param_dtype", cpu_param_dtype()[0])
     return {"ds.param_dtype"}
@@ -500,7 +500,7 @@ def _size_layout(ns: argparse.Namespace, explicit: set[str]) -> set[str]:
     a GPU (or for the embedded demo) every layout flag the user did not give becomes one rank / one
     engine (the launch says so, from the provenance 'cpu'). Call before the demo fills in its
     model. Returns the dests set."""
-    from openrlhf_ext.trainer.cpu.layout import laptop_layout, sizes_layout
+    from openrlhf_ext.cpu.layout import laptop_layout, sizes_layout
 
     if not sizes_layout(embedded=getattr(ns, "actor.model_name_or_path") is None):
         return set()
@@ -552,19 +552,32 @@ class _ParserCaptured(Exception):
         self.parser = parser
 
 
-@contextmanager
-def _hooked_parse_args(on_parse: Callable[[argparse.ArgumentParser], argparse.Namespace]):
-    original = argparse.ArgumentParser.parse_args
+OnParse = Callable[[argparse.ArgumentParser], argparse.Namespace]
+_on_parse: ContextVar[OnParse | None] = ContextVar("openrlhf_ext_on_parse", default=None)
 
-    def parse_args(self, args=None, namespace=None):  # noqa: ARG001  (argv comes from on_parse)
-        argparse.ArgumentParser.parse_args = original  # one shot: sub-parsers behave normally
+
+def parse_with_extensions(original: Callable) -> Callable:
+    """The ``parser`` reach of :data:`openrlhf_ext.reaches.REACHES`: the first ``parse_args`` call
+    inside :func:`_hooked_parse_args` (OpenRLHF's, on its fully built parser) goes to the hook."""
+
+    def parse_args(self, args=None, namespace=None):
+        on_parse = _on_parse.get()
+        if on_parse is None:  # one shot: sub-parsers (and every parser outside the block) parse as usual
+            return original(self, args, namespace)
+        _on_parse.set(None)
         return on_parse(self)
 
-    argparse.ArgumentParser.parse_args = parse_args
+    return parse_args
+
+
+@contextmanager
+def _hooked_parse_args(on_parse: OnParse):
+    token = _on_parse.set(on_parse)
     try:
-        yield
+        with scoped(Where.PARSER):
+            yield
     finally:
-        argparse.ArgumentParser.parse_args = original
+        _on_parse.reset(token)
 
 
 def _exec_stock_main(train: Callable[[SimpleNamespace], Any]) -> None:
@@ -625,19 +638,6 @@ def resolve_train_config(flags: Sequence[str]) -> SimpleNamespace:
     captured: list[SimpleNamespace] = []
     run_stock_main(list(flags), captured.append)
     return captured[0]
-
-
-def config_to_dict(args: SimpleNamespace) -> dict[str, Any]:
-    def convert(value):
-        if isinstance(value, SimpleNamespace):
-            return {k: convert(v) for k, v in vars(value).items()}
-        if isinstance(value, tuple | list):
-            return [convert(v) for v in value]
-        if isinstance(value, float) and not math.isfinite(value):
-            return str(value)
-        return value
-
-    return convert(args)
 
 
 def dump_config(args: SimpleNamespace) -> str:

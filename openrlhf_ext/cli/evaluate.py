@@ -59,9 +59,9 @@ def default_template(tokenizer: Any) -> str:
 
 def run(argv: Sequence[str] | None = None) -> dict:
     """Parse ``argv``, evaluate, print the Markdown table; returns the report."""
-    from openrlhf_ext.cli.checks import InputError, check_model_path
     from openrlhf_ext.eval.evaluate import REPORT_JSON, REPORT_MD, SAMPLES_FILE, EvalSettings, evaluate, load_benchmarks
     from openrlhf_ext.eval.generation import make_generator
+    from openrlhf_ext.job.checks import InputError, check_model_path
     from openrlhf_ext.rewards import RewardConfig
 
     parser = build_parser()

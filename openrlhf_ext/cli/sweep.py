@@ -26,8 +26,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from openrlhf_ext.cli.args import resolve_train_config
-from openrlhf_ext.eval.generation import BACKENDS
-from openrlhf_ext.eval.sweep import (
+from openrlhf_ext.cli.sweep_plan import (
     DEFAULT_ESTIMATORS,
     EVAL_DIR,
     LOG_FILE,
@@ -45,8 +44,9 @@ from openrlhf_ext.eval.sweep import (
     run_flags,
     steps_flags,
     train_command,
-    write_report,
+    write_sweep_report,
 )
+from openrlhf_ext.eval.generation import BACKENDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,7 +196,7 @@ def sweep(argv: Sequence[str]) -> int:
         else:
             _log(f"{run.label}: done in {time.time() - started:.0f} s")
 
-    from openrlhf_ext.eval.curves import METRICS_FILE, load_metrics
+    from openrlhf_ext.reporting.curves import METRICS_FILE, load_metrics
 
     done = [run for run in runs if run not in failures]
     records = {run: load_metrics(run.run_dir / METRICS_FILE) for run in done}
@@ -208,7 +208,7 @@ def sweep(argv: Sequence[str]) -> int:
             except Exception as err:  # noqa: BLE001  (one run's eval failing must not lose the others' report)
                 failures[run] = f"evaluation failed: {err!r}"
                 _log(f"{run.label}: evaluation FAILED: {err!r}")
-    report = write_report(out_dir, runs, records, args.window, args.tail, evals or None,
+    report = write_sweep_report(out_dir, runs, records, args.window, args.tail, evals or None,
                           eval_settings.n_samples if eval_settings else None, failures, command)
     _log(f"report: {report}")
     print(report.read_text(encoding="utf-8"))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 
 from openrlhf_ext.cli.args import dump_config, exit_with_error, run_stock_main
-from openrlhf_ext.cli.checks import InputError
+from openrlhf_ext.job.checks import InputError
 
 
 def train(args: SimpleNamespace) -> None:
@@ -21,8 +21,8 @@ def train(args: SimpleNamespace) -> None:
     if args.print_config:
         print(dump_config(args))
         return
-    from openrlhf_ext.trainer.console import run_console, show_report
-    from openrlhf_ext.trainer.launch import launch
+    from openrlhf_ext.job.launch import launch
+    from openrlhf_ext.reporting.console import run_console, show_report
 
     with run_console(args.ckpt.output_dir, verbose=args.ext.verbose) as log_path:
         launch(args)
@@ -31,7 +31,7 @@ def train(args: SimpleNamespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from openrlhf_ext.trainer.failures import RunFailure
+    from openrlhf_ext.reporting.failures import RunFailure
 
     try:
         run_stock_main(sys.argv[1:] if argv is None else argv, train)

@@ -1,7 +1,7 @@
 """Optional embedded prompt source: reasoning-gym puzzles (e.g. ``knights_knaves``, the puzzle family
 of the REINFORCE++ paper, seed 001). Needs ``pip install openrlhf-ext[puzzles]``.
 
-Labels are encoded with :func:`openrlhf_ext.rewards.labels.encode_puzzle_label`, so the math reward
+Labels are ``"rg:" + json`` of the whole entry (:func:`encode_puzzle_label`), so the math reward
 grades them with the task's own scorer (full marks = correct) and puzzles can share a prompt file with
 math problems. The model should put its final answer in ``<answer>`` tags or a ``\\boxed{}``; the
 puzzle prompt says so.
@@ -9,9 +9,25 @@ puzzle prompt says so.
 
 from __future__ import annotations
 
-from openrlhf_ext.rewards.labels import encode_puzzle_label
+import json
+from typing import Any
 
+PUZZLE_LABEL_PREFIX = "rg:"
 ANSWER_INSTRUCTION = "\n\nGive your final answer inside <answer> </answer> tags."
+
+
+def encode_puzzle_label(entry: dict[str, Any]) -> str:
+    """Label for a reasoning-gym entry (``question``, ``answer``, ``metadata.source_dataset``)."""
+    if "source_dataset" not in entry.get("metadata", {}):
+        raise ValueError("a reasoning-gym entry needs metadata.source_dataset to be scored")
+    return PUZZLE_LABEL_PREFIX + json.dumps(entry, sort_keys=True)
+
+
+def decode_puzzle_label(label: str) -> dict[str, Any] | None:
+    """The reasoning-gym entry of a puzzle label, or ``None`` for an ordinary math label."""
+    if not label.startswith(PUZZLE_LABEL_PREFIX):
+        return None
+    return json.loads(label[len(PUZZLE_LABEL_PREFIX) :])
 
 
 def generate_puzzles(task: str, n: int, seed: int = 0) -> list[dict[str, str]]:

@@ -182,7 +182,7 @@ class VllmGenerator:
 
         on_cpu = not torch.cuda.is_available()
         if on_cpu:
-            from openrlhf_ext.trainer.cpu.worker import vllm_cpu_env
+            from openrlhf_ext.cpu.worker import vllm_cpu_env
 
             for key, value in vllm_cpu_env().items():
                 os.environ.setdefault(key, value)
@@ -208,7 +208,7 @@ def default_dtype() -> str:
 
     if torch.cuda.is_available():
         return "bfloat16"
-    from openrlhf_ext.trainer.cpu.dtype import cpu_param_dtype, vllm_dtype_name
+    from openrlhf_ext.cpu.dtype import cpu_param_dtype, vllm_dtype_name
 
     return vllm_dtype_name(cpu_param_dtype()[0])
 
@@ -216,7 +216,7 @@ def default_dtype() -> str:
 def make_generator(model_path: str, backend: str = "auto", batch_size: int = 32, dtype: str | None = None,
                    tensor_parallel_size: int = 1, seed: int = 0, progress: bool = True) -> Generator:
     """vLLM when it is really installed (``auto``) or asked for, transformers otherwise."""
-    from openrlhf_ext.platform import VLLM_MISSING, vllm_is_real
+    from openrlhf_ext.reaches.stand_ins import VLLM_MISSING, vllm_is_real
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

@@ -22,8 +22,9 @@ import re
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
+from openrlhf_ext.data.puzzles import decode_puzzle_label
 from openrlhf_ext.rewards.extract import extract_answer, is_well_formatted, strict_extraction, strip_thousands
-from openrlhf_ext.rewards.labels import decode_puzzle_label, normalize_label
+from openrlhf_ext.rewards.labels import normalize_label
 from openrlhf_ext.rewards.verdict import Verdict
 
 MAX_ANSWER_CHARS = 1000

@@ -1,20 +1,15 @@
-"""Reference labels: normalisation of math answers and the encoding of reasoning-gym puzzle labels.
+"""Reference labels: normalisation of math answers.
 
 OpenRLHF hands a reward function one string label per prompt. Math labels are the reference answer
-itself. A reasoning-gym puzzle (e.g. knights_knaves, the puzzle family of the REINFORCE++ paper, seed
-001) is graded by the task's own scorer, which needs the whole generated entry; such labels are
-``"rg:" + json`` so that both kinds can share one prompt file and one reward function.
+itself; reasoning-gym puzzle labels (``"rg:" + json``) are encoded and decoded by
+:mod:`openrlhf_ext.data.puzzles`, which makes them.
 """
 
 from __future__ import annotations
 
 import ast
-import json
-from typing import Any
 
 from openrlhf_ext.rewards.extract import strip_thousands
-
-PUZZLE_LABEL_PREFIX = "rg:"
 
 
 def normalize_label(label: object) -> str:
@@ -34,17 +29,3 @@ def normalize_label(label: object) -> str:
     if len(text) >= 2 and text.startswith("$") and text.endswith("$"):
         text = text.strip("$").strip()
     return strip_thousands(text)
-
-
-def encode_puzzle_label(entry: dict[str, Any]) -> str:
-    """Label for a reasoning-gym entry (``question``, ``answer``, ``metadata.source_dataset``)."""
-    if "source_dataset" not in entry.get("metadata", {}):
-        raise ValueError("a reasoning-gym entry needs metadata.source_dataset to be scored")
-    return PUZZLE_LABEL_PREFIX + json.dumps(entry, sort_keys=True)
-
-
-def decode_puzzle_label(label: str) -> dict[str, Any] | None:
-    """The reasoning-gym entry of a puzzle label, or ``None`` for an ordinary math label."""
-    if not label.startswith(PUZZLE_LABEL_PREFIX):
-        return None
-    return json.loads(label[len(PUZZLE_LABEL_PREFIX) :])

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import ray
 import torch
-from openrlhf.trainer.ray import ppo_actor
 from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer, PolicyModelActor
 
-from openrlhf_ext.trainer.checkpoints import atomic_save_ckpt
-from openrlhf_ext.trainer.injection import swapped
+from openrlhf_ext.reaches import Where, apply
 from openrlhf_ext.trainer.policy_loss import ExtPolicyLoss
 
 # Weight of the metrics of a micro-batch that holds masked rows only (no action token at all).
@@ -61,16 +59,10 @@ class ExtActorPPOTrainer(ActorPPOTrainer):
 
 class _ExtPolicyModelActor(PolicyModelActor.__ray_actor_class__):
     def init_model_from_pretrained(self, strategy, pretrain, max_steps=None, vllm_engines=None):
-        # A worker-side, scoped swap: stock init builds the actor trainer by this module name.
-        with swapped(ppo_actor, "ActorPPOTrainer", ExtActorPPOTrainer):
-            super().init_model_from_pretrained(strategy, pretrain, max_steps, vllm_engines)
-
-    def save_checkpoint(self, tag, client_states=None, metric_value=None, metric_key=None):
-        # Stock saving with the strategy's save_ckpt made atomic (see trainer/checkpoints.py).
-        strategy = self.strategy
-        atomic = atomic_save_ckpt(strategy.save_ckpt, strategy.args.ds.zero_stage, strategy.is_rank_0)
-        with swapped(strategy, "save_ckpt", atomic):
-            super().save_checkpoint(tag, client_states, metric_value, metric_key)
+        # This process hosts only this actor: stock init then builds ExtActorPPOTrainer, and the
+        # strategy saves checkpoints atomically (trainer/checkpoints.py).
+        apply(Where.POLICY_WORKER)
+        super().init_model_from_pretrained(strategy, pretrain, max_steps, vllm_engines)
 
     def runtime_classes(self) -> dict[str, str]:
         """Qualified names of the classes running in this worker (for tests and debugging)."""

@@ -23,6 +23,7 @@ each a complete ``torch.save`` archive (a zip file: a cut-off one lacks its end 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -186,5 +187,16 @@ def atomic_save_ckpt(save_ckpt: Callable[..., Any], zero_stage: int, is_rank_0: 
         save_ckpt(model, str(staging), tag, max_num, max_mem, client_state, save_latest=False, **kwargs)
         if is_rank_0():
             commit_checkpoint(actor_dir, tag, zero_stage, max_num, max_mem)
+
+    return save
+
+
+def atomic_save_ckpt_method(save_ckpt: Callable[..., Any]) -> Callable[..., None]:
+    """``DeepspeedStrategy.save_ckpt`` made atomic, as a method (the ``policy worker`` reach of
+    :data:`openrlhf_ext.reaches.REACHES`): the strategy gives its ZeRO stage and rank."""
+
+    def save(strategy, *args, **kwargs) -> None:
+        stock = functools.partial(save_ckpt, strategy)
+        atomic_save_ckpt(stock, strategy.args.ds.zero_stage, strategy.is_rank_0)(*args, **kwargs)
 
     return save

@@ -134,7 +134,7 @@ class ExtExperienceMaker(RemoteExperienceMaker):
         kl_loss = args.algo.kl.use_loss and args.algo.kl.init_coef > 0
         return (*row_plan(keep, truncated, args.ext.dropped_rows, kl_loss), truncated)
 
-    def rollout_metrics(self, experiences: list[Experience]) -> dict[str, float]:
+    def batch_metrics(self, experiences: list[Experience]) -> dict[str, float]:
         """Reward mean and response lengths (overall, correct, wrong) of a rollout (SPEC §5)."""
         rewards = torch.cat([e.rewards.reshape(-1) for e in experiences])
         lengths = torch.cat([e.response_length.reshape(-1) for e in experiences])
@@ -225,7 +225,7 @@ class ExtExperienceMaker(RemoteExperienceMaker):
             whiten_std=not args.algo.advantage.no_std_norm,
         )
         in_loss, _, truncated = self._row_plan(experiences, torch.cat(result.keep))
-        self.last_metrics = {**result.stats, **self.rollout_metrics(experiences), "overlong_masked": int(truncated.sum())}
+        self.last_metrics = {**result.stats, **self.batch_metrics(experiences), "overlong_masked": int(truncated.sum())}
         for exp, adv, ret, rows in zip(
             experiences, result.advantages, result.returns, in_loss.split([len(e.index) for e in experiences]),
             strict=True,

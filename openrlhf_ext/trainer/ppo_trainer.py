@@ -7,10 +7,10 @@ Differences from stock, all in overridden methods:
   optimizer step) with a warning and ``ext/skipped_step = 1``: an optimizer step on an empty batch
   would still move the weights through Adam's momentum;
 * each step adds the SPEC §5 rollout metrics (``ext/*``), prints one line of them
-  (:func:`~openrlhf_ext.trainer.console.format_step_line`) and appends the whole status to
+  (:func:`~openrlhf_ext.reporting.console.format_step_line`) and appends the whole status to
   ``<ckpt.output_dir>/metrics.jsonl``;
 * with ``--ext.mlflow_uri``, the configuration, every step's status and the evaluations also go to
-  mlflow (:mod:`openrlhf_ext.trainer.mlflow_logger`); stock wandb / TensorBoard logging is untouched.
+  mlflow (:mod:`openrlhf_ext.reporting.mlflow_logger`); stock wandb / TensorBoard logging is untouched.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ import torch
 from openrlhf.trainer.ppo_trainer import PPOTrainer
 from openrlhf.utils.logging_utils import init_logger
 
-from openrlhf_ext.eval.curves import METRICS_FILE
+from openrlhf_ext.reporting.console import format_step_line
+from openrlhf_ext.reporting.curves import METRICS_FILE
+from openrlhf_ext.reporting.failures import check_rewards
+from openrlhf_ext.reporting.mlflow_logger import mlflow_logger_for
 from openrlhf_ext.rewards import summarize_logs
-from openrlhf_ext.trainer.console import format_step_line
 from openrlhf_ext.trainer.experience_maker import ExtExperienceMaker
-from openrlhf_ext.trainer.failures import check_rewards
 from openrlhf_ext.trainer.metrics import reflection_rate
-from openrlhf_ext.trainer.mlflow_logger import mlflow_logger_for
 
 logger = init_logger(__name__)
 
@@ -129,7 +129,7 @@ class _ExtPPOTrainer(PPOTrainer.__ray_actor_class__):
                 f"step {global_step + 1}: the {maker.grid.filter!r} filter dropped all {len(rollout_samples)} samples; "
                 "skipping the update (no optimizer step)"
             )
-            metrics = {**maker.prepare(rollout_samples).stats, **maker.rollout_metrics(rollout_samples),
+            metrics = {**maker.prepare(rollout_samples).stats, **maker.batch_metrics(rollout_samples),
                        "forward_skipped_fraction": 1.0}
             status, global_step = self._compute_rollout_stats(rollout_samples), global_step + 1
         else:

@@ -20,9 +20,9 @@ import deepspeed
 import torch
 
 from openrlhf_ext.cli.args import resolve_train_config
+from openrlhf_ext.cpu import apply_worker_patches
+from openrlhf_ext.reaches.patching import swapped
 from openrlhf_ext.trainer.checkpoints import atomic_save_ckpt
-from openrlhf_ext.trainer.cpu import apply_worker_patches
-from openrlhf_ext.trainer.injection import swapped
 
 
 def kill_after(files: int):

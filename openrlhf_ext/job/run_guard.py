@@ -1,12 +1,12 @@
 """A training run's processes end with its driver, and a dead actor ends the run at once.
 
-Three parts, used by :func:`openrlhf_ext.trainer.launch.launch`:
+Three parts, used by :func:`openrlhf_ext.job.launch.launch`:
 
 * **Run id.** :func:`guarded_run` puts :data:`RUN_ID_ENV` in the driver's environment before Ray
   starts, so every process of the run inherits it: the local Ray the driver starts (GCS, raylet,
   agents), every worker and what they spawn (vLLM's engine core). That is how the run's processes
   are found, by the watchdog here and by the tests; nothing else on the machine carries the id.
-* **Watchdog.** A small process (``python -m openrlhf_ext.trainer.run_guard DRIVER_PID RUN_ID``)
+* **Watchdog.** A small process (``python -m openrlhf_ext.job.run_guard DRIVER_PID RUN_ID``)
   in its own session, so that a terminal's Ctrl-C does not stop it before it has done its work.
   When the driver is gone, however it ended (normal exit, exception, SIGINT/SIGTERM or SIGKILL),
   or when the driver closes its stdin at the end of the run, it terminates every process still

@@ -105,7 +105,7 @@ def head_tail_means(records: Sequence[Mapping], key: str, k: int = 5) -> tuple[f
     return sum(values[:k]) / len(values[:k]), sum(values[-k:]) / len(values[-k:])
 
 
-def summary_table(records: Sequence[Mapping], k: int = 5) -> str:
+def run_summary_table(records: Sequence[Mapping], k: int = 5) -> str:
     """Markdown table: each summary metric averaged over the first and the last ``k`` steps."""
     lines = [f"| metric | first {k} steps | last {k} steps |", "|---|---|---|"]
     for key in SUMMARY_KEYS:

@@ -1,6 +1,7 @@
 """Driver-side CPU adaptations: resources, rollout engines, arguments, Ray's runtime environment.
 
-See the table in :mod:`openrlhf_ext.trainer.cpu` for what each patch is for.
+The patches are the ``cpu driver`` rows of :data:`openrlhf_ext.reaches.REACHES`; this module holds
+their replacements.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ import torch
 from openrlhf.trainer.ray.launcher import RayActorGroup
 from ray.util.placement_group import placement_group
 
-from openrlhf_ext.platform import VLLM_MISSING, vllm_is_real
-from openrlhf_ext.trainer.cpu.dtype import cpu_param_dtype
-from openrlhf_ext.trainer.cpu.patching import Patch, always, apply_patches
-from openrlhf_ext.trainer.cpu.rollout import CPU_ROLLOUT_ACTOR
-from openrlhf_ext.trainer.cpu.worker import cpu_worker_env
-from openrlhf_ext.trainer.launch import WORKER_SETUP_HOOK as SETUP_HOOK
-from openrlhf_ext.trainer.launch import ray_runtime_env
+from openrlhf_ext.cpu.dtype import cpu_param_dtype
+from openrlhf_ext.cpu.rollout import CPU_ROLLOUT_ACTOR
+from openrlhf_ext.cpu.worker import WORKER_SETUP_HOOK as SETUP_HOOK
+from openrlhf_ext.cpu.worker import cpu_worker_env, ray_runtime_env
+from openrlhf_ext.reaches import Where, apply
+from openrlhf_ext.reaches.stand_ins import VLLM_MISSING, vllm_is_real
 
 # Logical CPU share of one placement-group bundle. Actors themselves request 0 CPUs: on a 2-core
 # machine policy + reference + generator + trainer could never each hold a whole core, and they
@@ -150,12 +150,12 @@ def ensure_ray_for_cpu(**init_kwargs: Any) -> None:
     if hook != SETUP_HOOK:
         raise RuntimeError(
             f"Ray was initialised without the CPU worker setup hook (found {hook!r}); start it with "
-            f"ray.init(runtime_env=openrlhf_ext.trainer.cpu.cpu_runtime_env()) or pass "
+            f"ray.init(runtime_env=openrlhf_ext.cpu.cpu_runtime_env()) or pass "
             f'--runtime-env-json \'{{"worker_process_setup_hook": "{SETUP_HOOK}"}}\' to ray job submit'
         )
 
 
-def _strategy_for_cpu(original: Callable) -> Callable:
+def strategy_for_cpu(original: Callable) -> Callable:
     """``train(args)`` calls ``get_strategy(args)`` before creating any actor: the one place to
     adapt the arguments and make sure Ray carries the worker hook."""
 
@@ -171,25 +171,13 @@ def _strategy_for_cpu(original: Callable) -> Callable:
     return get_strategy
 
 
-DRIVER_PATCHES: tuple[Patch, ...] = (
-    ("openrlhf.trainer.ray.launcher:RayActorGroup", always(CpuRayActorGroup)),
-    ("openrlhf.trainer.ray.launcher:placement_group", always(cpu_placement_group)),
-    ("openrlhf.trainer.ray.vllm_engine:placement_group", always(cpu_rollout_placement_group)),
-    ("openrlhf.trainer.ray.vllm_engine:RolloutRayActor", always(CPU_ROLLOUT_ACTOR)),
-    ("openrlhf.utils:get_strategy", _strategy_for_cpu),
-    ("openrlhf.cli.train_ppo_ray:RayActorGroup", always(CpuRayActorGroup)),
-    ("openrlhf.cli.train_ppo_ray:placement_group", always(cpu_placement_group)),
-    ("openrlhf.cli.train_ppo_ray:get_strategy", _strategy_for_cpu),
-)
-
-
 def install_driver_patches() -> list[str]:
     """Point the stock driver ``openrlhf.cli.train_ppo_ray.train(args)`` at CPU resources and CPU
-    vLLM engines; a no-op (returns ``[]``) when CUDA is available. Returns the patched targets.
+    vLLM engines (the ``cpu driver`` reaches); a no-op (returns ``[]``) when CUDA is available. Returns the patched targets.
 
     Without vLLM, stops with one line saying what to install, before any actor starts."""
     if torch.cuda.is_available():
         return []
     if not vllm_is_real():
         raise SystemExit(f"error: {VLLM_MISSING}")
-    return apply_patches(DRIVER_PATCHES, defer=False)
+    return apply(Where.CPU_DRIVER)

@@ -112,7 +112,7 @@ class MlflowLogger:
 def mlflow_logger_for(args: SimpleNamespace) -> MlflowLogger | None:
     """The run's logger when ``--ext.mlflow_uri`` is given: named like the wandb / TensorBoard run,
     with the whole configuration as its params."""
-    from openrlhf_ext.cli.args import config_to_dict
+    from openrlhf_ext.reporting.records import config_to_dict
 
     if args.ext.mlflow_uri is None:
         return None

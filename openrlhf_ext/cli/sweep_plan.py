@@ -5,7 +5,7 @@ command: :func:`plan_runs` lays the runs out as ``<out>/<estimator>-seed<S>``, :
 gives each the same training flags plus its estimator, seed, output folder and step count,
 :func:`is_finished` tells a finished run (``sweep_done.json`` written after a successful run whose
 metrics have every step and whose model was saved) from one to (re)start, and
-:func:`write_report` plots the SPEC §5 curves (moving average against step, one line per estimator,
+:func:`write_sweep_report` plots the SPEC §5 curves (moving average against step, one line per estimator,
 averaged over seeds) and tabulates the final numbers (mean ± std over seeds).
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from openrlhf_ext.eval.curves import CURVES, METRICS_FILE, load_metrics, plot_runs, series
+from openrlhf_ext.reporting.curves import CURVES, METRICS_FILE, load_metrics, plot_runs, series
 
 # The estimators of the issue / README table (critic-free); a sweep may name any preset.
 DEFAULT_ESTIMATORS = (
@@ -113,7 +113,7 @@ def steps_flags(config: SimpleNamespace, steps: int) -> list[str]:
     The embedded generated problems are sized with ``--ext.num_prompts``; a prompt file is cut with
     ``--data.max_samples`` (it must hold ``steps x --rollout.batch_size`` prompts).
     """
-    from openrlhf_ext.cli.args import EMBEDDED_PROMPTS
+    from openrlhf_ext.job.inputs import EMBEDDED_PROMPTS
 
     if steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")
@@ -242,7 +242,7 @@ def eval_scores(report: Mapping[str, Any]) -> dict[str, float]:
     return scores
 
 
-def summary_table(rows: Mapping[str, Sequence[dict[str, float]]], tail: int,
+def sweep_summary_table(rows: Mapping[str, Sequence[dict[str, float]]], tail: int,
                   evals: Mapping[str, Sequence[Mapping[str, float]]] | None = None, eval_k: int | None = None) -> str:
     """Markdown table, one row per estimator, cells mean ± std over its seeds; eval columns (avg@k in %)
     when ``evals`` has any."""
@@ -277,7 +277,7 @@ def plot_figures(per_estimator: Mapping[str, Sequence[Mapping[str, Any]]], out_d
     return made
 
 
-def write_report(out_dir: Path, runs: Sequence[Run], records: Mapping[Run, Sequence[Mapping[str, Any]]],
+def write_sweep_report(out_dir: Path, runs: Sequence[Run], records: Mapping[Run, Sequence[Mapping[str, Any]]],
                  window: int, tail: int, evals: Mapping[Run, Mapping[str, float]] | None = None,
                  eval_k: int | None = None, failures: Mapping[Run, str] | None = None,
                  command: str = "") -> Path:
@@ -305,7 +305,7 @@ def write_report(out_dir: Path, runs: Sequence[Run], records: Mapping[Run, Seque
     for title, png in figures:
         lines += ["", f"## {title}", "", f"![{title}]({png})" if png else "(no run logged these metrics)"]
     lines += ["", "## Final numbers", ""]
-    lines.append(summary_table(rows, tail, eval_rows if evals else None, eval_k) if rows else "(no finished run)")
+    lines.append(sweep_summary_table(rows, tail, eval_rows if evals else None, eval_k) if rows else "(no finished run)")
     if evals:
         lines.append(f"\nEval columns: avg@{eval_k} in % of each run's final model ({EVAL_DIR}/report.md in its folder).")
     if failures:

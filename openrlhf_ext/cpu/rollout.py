@@ -9,12 +9,12 @@ stock ``RolloutRayActor`` with
 * no GPU (and no whole-core) reservation: the engine shares the cores with the other actors and
   they take turns (generate, score, train);
 * :func:`cpu_engine_kwargs` applied to the engine arguments: the compute dtype of the run instead
-  of the hard-coded bfloat16, our :class:`~openrlhf_ext.trainer.cpu.vllm_worker.CpuWorkerWrap` as
+  of the hard-coded bfloat16, our :class:`~openrlhf_ext.cpu.vllm_worker.CpuWorkerWrap` as
   the worker extension (gloo weight sync into CPU tensors), eager mode (torch.compile's warm-up
   costs minutes on a CPU and CUDA graphs do not exist there).
 
 KV-cache size and thread placement of the engine come from the environment
-(:func:`~openrlhf_ext.trainer.cpu.worker.cpu_worker_env`).
+(:func:`~openrlhf_ext.cpu.worker.cpu_worker_env`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any
 
 from openrlhf.trainer.ray.vllm_engine import RolloutRayActor
 
-from openrlhf_ext.trainer.cpu.dtype import cpu_param_dtype, vllm_dtype_name
+from openrlhf_ext.cpu.dtype import cpu_param_dtype, vllm_dtype_name
 
-CPU_WORKER_EXTENSION = "openrlhf_ext.trainer.cpu.vllm_worker.CpuWorkerWrap"
+CPU_WORKER_EXTENSION = "openrlhf_ext.cpu.vllm_worker.CpuWorkerWrap"
 # vLLM's config check refuses None; on CPU the KV cache is sized by VLLM_CPU_KVCACHE_SPACE instead.
 CPU_MEMORY_UTILIZATION = 0.9
 

@@ -10,7 +10,7 @@ needs:
   CPU memory and are cast to the engine's dtype when the policy trains in another one;
 * vLLM's CPU backend packs every linear layer's weight into a kernel-specific layout after loading
   and then drops the plain weight, so ``load_weights`` has nothing to load into. This module, which
-  vLLM imports before it loads the model, keeps the plain weights (:data:`VLLM_WORKER_PATCHES`);
+  vLLM imports before it loads the model, keeps the plain weights (the ``cpu engine`` reach of :data:`openrlhf_ext.reaches.REACHES`);
   after the last tensor of a sync the layers are packed again from them. The cost is one extra
   copy of the linear weights in the engine's memory.
 """
@@ -23,21 +23,18 @@ from typing import Any
 import torch
 from openrlhf.trainer.ray.vllm_worker_wrap import WorkerWrap
 
-from openrlhf_ext.trainer.cpu.patching import Patch, apply_patches
-from openrlhf_ext.trainer.cpu.weight_sync import GlooBroadcastGroup
-
-_DISPATCH = "vllm.model_executor.layers.utils:dispatch_cpu_unquantized_gemm"
+from openrlhf_ext.cpu.weight_sync import GlooBroadcastGroup
+from openrlhf_ext.reaches import Where, apply
 
 
-def _keeping_plain_weight(original: Callable) -> Callable:
+def keeping_plain_weight(original: Callable) -> Callable:
     def dispatch_cpu_unquantized_gemm(layer: torch.nn.Module, remove_weight: bool) -> None:
         original(layer, remove_weight=False)
 
     return dispatch_cpu_unquantized_gemm
 
 
-VLLM_WORKER_PATCHES: tuple[Patch, ...] = ((_DISPATCH, _keeping_plain_weight),)
-apply_patches(VLLM_WORKER_PATCHES, defer=False)
+apply(Where.CPU_ENGINE)
 
 
 def repack_cpu_linear_layers(model: torch.nn.Module) -> int:

@@ -1,10 +1,10 @@
 """``--ext.max_restarts N``: a run that loses an actor starts its actors again and resumes, at most N times.
 
 A fault of an actor (a generator, the reference model, a policy rank dies: killed, out of memory,
-its node gone) or of the reward (:class:`~openrlhf_ext.trainer.failures.RewardUnavailable`) is one a
+its node gone) or of the reward (:class:`~openrlhf_ext.reporting.failures.RewardUnavailable`) is one a
 new attempt can get past; any other error (a bug, a bad input, a run that trains 0 steps) would only
 happen again and ends the run at once. For a restart the driver leaves the failed attempt's guarded
-run (:mod:`~openrlhf_ext.trainer.run_guard`: Ray shut down, every process of the attempt stopped),
+run (:mod:`~openrlhf_ext.job.run_guard`: Ray shut down, every process of the attempt stopped),
 points ``latest`` at the newest intact checkpoint (:func:`~openrlhf_ext.trainer.checkpoints.resolve_resume`),
 and runs OpenRLHF's driver again with ``--ckpt.load_enable``.
 
@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
-from openrlhf_ext.eval.curves import METRICS_FILE
+from openrlhf_ext.reporting.curves import METRICS_FILE
+from openrlhf_ext.reporting.failures import RewardUnavailable, RunFailure
 from openrlhf_ext.trainer.checkpoints import LATEST, resolve_resume, resume_step
-from openrlhf_ext.trainer.failures import RewardUnavailable, RunFailure
 
 # A transient fault (a worker killed for memory, a reward server restarting) is survived twice; a fault
 # that keeps coming back ends the run after three attempts instead of looping.

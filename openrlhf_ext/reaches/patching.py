@@ -1,4 +1,4 @@
-"""Applying a table of attribute patches, now or as soon as the target module is imported.
+"""The one mechanism behind :data:`openrlhf_ext.reaches.REACHES`: attribute patches, for good or for a block.
 
 A patch is ``(target, factory)``: ``target`` is ``"module:attr"`` or ``"module:Class.attr"``;
 ``factory(original)`` returns the replacement. Patches on modules that are not imported yet are
@@ -6,7 +6,8 @@ deferred by a :data:`sys.meta_path` finder and applied right after the module ex
 worker that never imports, say, DeepSpeed does not pay ~12 s and ~500 MB to import it just to be
 patched (every worker runs the setup hook, including idle pooled ones).
 
-Applying is idempotent: a target already patched by us is left alone.
+Applying is idempotent: a target already patched by us is left alone. :func:`patched` installs one
+patch for a ``with`` block and restores the original after it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import importlib.abc
 import importlib.machinery
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -39,15 +41,21 @@ def _split(target: str) -> tuple[str, list[str]]:
     return module_name, attr_path.split(".")
 
 
-def _apply_to_module(module: ModuleType, target: str, factory: Factory) -> bool:
-    """Patch one attribute of an imported module; False when it was patched already."""
+def _owner(module: ModuleType, target: str) -> tuple[Any, str]:
+    """The object holding the patched attribute, and the attribute's name; fails loudly when gone."""
     _, path = _split(target)
     owner: Any = module
     for name in path[:-1]:
         owner = getattr(owner, name)
     if not hasattr(owner, path[-1]):
-        raise AttributeError(f"{target} no longer exists: OpenRLHF/torch changed a CPU patch point")
-    original = getattr(owner, path[-1])
+        raise AttributeError(f"{target} no longer exists: the library changed an injection point")
+    return owner, path[-1]
+
+
+def _apply_to_module(module: ModuleType, target: str, factory: Factory) -> bool:
+    """Patch one attribute of an imported module; False when it was patched already."""
+    owner, attr = _owner(module, target)
+    original = getattr(owner, attr)
     if getattr(original, _PATCHED_FLAG, False):
         return False
     replacement = factory(original)
@@ -55,7 +63,7 @@ def _apply_to_module(module: ModuleType, target: str, factory: Factory) -> bool:
         setattr(replacement, _PATCHED_FLAG, True)
     except (AttributeError, TypeError):
         pass  # e.g. a bound builtin: cannot carry the flag, idempotence then relies on the registry
-    setattr(owner, path[-1], replacement)
+    setattr(owner, attr, replacement)
     return True
 
 
@@ -127,3 +135,23 @@ def is_patched(target: str) -> bool:
             return False
         owner = getattr(owner, name, None)
     return bool(getattr(owner, _PATCHED_FLAG, False))
+
+
+@contextmanager
+def swapped(owner: object, attr: str, value: object) -> Iterator[None]:
+    """Set ``owner.attr`` to ``value`` for the duration of the block, then restore it."""
+    original = getattr(owner, attr)
+    setattr(owner, attr, value)
+    try:
+        yield
+    finally:
+        setattr(owner, attr, original)
+
+
+@contextmanager
+def patched(target: str, factory: Factory) -> Iterator[None]:
+    """Install one patch (importing its module) for the duration of the block."""
+    module_name, _ = _split(target)
+    owner, attr = _owner(importlib.import_module(module_name), target)
+    with swapped(owner, attr, factory(getattr(owner, attr))):
+        yield

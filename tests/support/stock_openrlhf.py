@@ -8,6 +8,10 @@ from types import SimpleNamespace
 
 import torch
 
+from openrlhf_ext.reaches import Where, apply
+
+apply(Where.IMPORT)  # stand-ins for the CUDA-only modules OpenRLHF's Ray modules import
+
 
 def stock_maker(estimator: str, *, n: int, gamma: float = 1.0, kl_coef: float = 0.0,
                 clip_range: tuple[float, float] = (-10.0, 10.0), no_std_norm: bool = False):

@@ -11,9 +11,11 @@ when the real package cannot be imported, so a GPU install is never shadowed. Th
 the few symbols OpenRLHF touches at import time; calling into them (e.g. building a vLLM engine)
 raises a clear error instead of failing deep inside OpenRLHF.
 
-Every Ray worker imports :mod:`openrlhf_ext` (our actor classes are pickled by reference), and
-``openrlhf_ext/__init__.py`` calls this function, so the shims are in place in the driver and in
-every worker before any OpenRLHF module is imported.
+The packages that import OpenRLHF's Ray modules (``cpu``, ``trainer``, ``job``, ``cli``) apply
+the ``import`` reach of :data:`openrlhf_ext.reaches.REACHES` in their ``__init__``: every Ray worker
+imports one of them to unpickle our actor classes, so the shims are in place in the driver and in
+every worker before any OpenRLHF module is imported. The ground layer (maths, rewards, data)
+installs nothing.
 """
 
 from __future__ import annotations
@@ -93,6 +95,13 @@ def install_import_shims() -> list[str]:
             sys.modules[name] = module
             installed.append(name)
     return installed
+
+
+def with_stand_ins(modules: dict) -> dict:
+    """The :data:`sys.modules` reach of :data:`openrlhf_ext.reaches.REACHES`: the same mapping, with
+    the stand-ins of :func:`install_import_shims` registered."""
+    install_import_shims()
+    return modules
 
 
 def vllm_is_real() -> bool:

@@ -1,6 +1,7 @@
 """Process-local CPU adaptations, installed in every Ray worker by the setup hook.
 
-See the table in :mod:`openrlhf_ext.trainer.cpu` for what each patch is for.
+The patches are the ``cpu worker`` rows of :data:`openrlhf_ext.reaches.REACHES`; this module holds
+their replacements and the environment of a CPU worker.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from typing import Any
 
 import torch
 
-from openrlhf_ext.trainer.cpu.dtype import torch_dtype
-from openrlhf_ext.trainer.cpu.patching import Patch, always, apply_patches
-from openrlhf_ext.trainer.cpu.weight_sync import stateless_gloo_group
-from openrlhf_ext.trainer.injection import swapped
+from openrlhf_ext.reaches import Where, apply
+from openrlhf_ext.reaches.patching import swapped
 
 THREADS_ENV_VAR = "OPENRLHF_EXT_CPU_THREADS"
 # Every worker may use every core, and idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE) instead
@@ -78,6 +77,28 @@ def cpu_worker_env() -> dict[str, str]:
     }
 
 
+# Set in every Ray worker by OpenRLHF's own ray.init too; kept with the user's values if set.
+STOCK_WORKER_ENV = {
+    "TOKENIZERS_PARALLELISM": "true",
+    "NCCL_DEBUG": "WARN",
+    "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
+}
+# First thing every Ray worker runs: installs the GPU-module stand-ins and, without CUDA, the CPU
+# platform patches (a no-op on GPU machines).
+WORKER_SETUP_HOOK = "openrlhf_ext.cpu.apply_worker_patches"
+
+
+def ray_runtime_env(extra_env: dict[str, str]) -> dict:
+    """The runtime env of our Ray workers: stock env vars, ours, and the worker setup hook.
+
+    Variables already in this process's environment are left out: under ``ray job submit`` they
+    come from the job's own runtime env, which Ray refuses to merge with a second value.
+    """
+    env = {key: default for key, default in STOCK_WORKER_ENV.items() if key not in os.environ}
+    env.update({key: value for key, value in extra_env.items() if os.environ.get(key) != value})
+    return {"env_vars": env, "worker_process_setup_hook": WORKER_SETUP_HOOK}
+
+
 def _returning(value: Any) -> Callable[[Callable], Callable]:
     """Factory of a stand-in that ignores its arguments and returns ``value``. One new function per
     patched name: torch.compile's trace rules reject one object registered under two torch names."""
@@ -92,7 +113,11 @@ def _returning(value: Any) -> Callable[[Callable], Callable]:
     return factory
 
 
-def _mesh_on_cpu(original: Callable) -> Callable:
+returning_cpu = _returning(CPU)
+returning_none = _returning(None)
+
+
+def mesh_on_cpu(original: Callable) -> Callable:
     @functools.wraps(original)
     def init_device_mesh(device_type: str, *args: Any, **kwargs: Any) -> Any:
         return original("cpu" if device_type == "cuda" else device_type, *args, **kwargs)
@@ -100,7 +125,7 @@ def _mesh_on_cpu(original: Callable) -> Callable:
     return init_device_mesh
 
 
-def _replay_buffer_on_cpu(original: Callable) -> Callable:
+def replay_buffer_on_cpu(original: Callable) -> Callable:
     """The stock constructor formats ``f"cuda:{torch.cuda.current_device()}"``: give it index 0
     to format, then point the buffer's target device at the CPU."""
 
@@ -113,29 +138,17 @@ def _replay_buffer_on_cpu(original: Callable) -> Callable:
     return __init__
 
 
-WORKER_PATCHES: tuple[Patch, ...] = (
-    ("torch.cuda:current_device", _returning(CPU)),
-    ("torch.cuda:set_device", _returning(None)),
-    ("torch.cuda:synchronize", _returning(None)),
-    ("torch.cuda:current_stream", _returning(None)),
-    ("openrlhf.utils.deepspeed.deepspeed:init_device_mesh", _mesh_on_cpu),
-    ("openrlhf.trainer.ppo_utils.replay_buffer:NaiveReplayBuffer.__init__", _replay_buffer_on_cpu),
-    ("openrlhf.trainer.ray.ppo_actor:stateless_init_process_group", always(stateless_gloo_group)),
-    ("openrlhf.utils.utils:convert_to_torch_dtype", always(torch_dtype)),
-)
-
-
 def apply_worker_patches() -> list[str]:
     """Adapt this process to a CUDA-less machine; a no-op (returns ``[]``) when CUDA is available.
 
     Sets the DeepSpeed environment, pins torch to :func:`default_threads` intra-op threads
     (override with ``$OPENRLHF_EXT_CPU_THREADS``) and applies
-    :data:`WORKER_PATCHES`, those on not-yet-imported modules at their import. Returns the
-    targets patched immediately.
+    the ``cpu worker`` reaches of :data:`openrlhf_ext.reaches.REACHES`, those on not-yet-imported
+    modules at their import. Returns the targets patched immediately.
     """
     if torch.cuda.is_available():
         return []
     for key, value in cpu_worker_env().items():
         os.environ.setdefault(key, value)
     torch.set_num_threads(worker_threads())
-    return apply_patches(WORKER_PATCHES, defer=True)
+    return apply(Where.CPU_WORKER, defer=True)

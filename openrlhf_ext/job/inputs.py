@@ -18,11 +18,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from openrlhf_ext.cli.args import EMBEDDED_MODEL, EMBEDDED_PROMPTS
-from openrlhf_ext.cli.checks import InputError, check_models, check_prompt_files
 from openrlhf_ext.data import INPUT_KEY, LABEL_KEY, DatasetFormatError, build_prompt_file
+from openrlhf_ext.job.checks import InputError, check_models, check_prompt_files
 from openrlhf_ext.rewards import RewardConfig
 from openrlhf_ext.trainer.checkpoints import resolve_resume
+
+# Placeholders the CLI leaves (model conversion, data generation), so that --print_config and
+# validation stay instant and never touch the network or the disk.
+EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
+EMBEDDED_PROMPTS = "embedded:arithmetic"
 
 
 def _log(message: str) -> None:

@@ -7,26 +7,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-# Set in every Ray worker by OpenRLHF's own ray.init too; kept with the user's values if set.
-STOCK_WORKER_ENV = {
-    "TOKENIZERS_PARALLELISM": "true",
-    "NCCL_DEBUG": "WARN",
-    "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
-}
-# First thing every Ray worker runs: installs the GPU-module stand-ins and, without CUDA, the CPU
-# platform patches (a no-op on GPU machines).
-WORKER_SETUP_HOOK = "openrlhf_ext.trainer.cpu.apply_worker_patches"
-
-
-def ray_runtime_env(extra_env: dict[str, str]) -> dict:
-    """The runtime env of our Ray workers: stock env vars, ours, and the worker setup hook.
-
-    Variables already in this process's environment are left out: under ``ray job submit`` they
-    come from the job's own runtime env, which Ray refuses to merge with a second value.
-    """
-    env = {key: default for key, default in STOCK_WORKER_ENV.items() if key not in os.environ}
-    env.update({key: value for key, value in extra_env.items() if os.environ.get(key) != value})
-    return {"env_vars": env, "worker_process_setup_hook": WORKER_SETUP_HOOK}
+from openrlhf_ext.cpu.worker import cpu_worker_env, ray_runtime_env
 
 
 def launch(args: SimpleNamespace) -> None:
@@ -35,19 +16,18 @@ def launch(args: SimpleNamespace) -> None:
     from openrlhf.cli.train_ppo_ray import train as stock_train
     from ray.exceptions import RayError
 
-    from openrlhf_ext.trainer.failures import RunFailure, describe_failure
-    from openrlhf_ext.trainer.injection import injected
-    from openrlhf_ext.trainer.inputs import prepare_inputs
-    from openrlhf_ext.trainer.restarts import run_with_restarts
-    from openrlhf_ext.trainer.run_guard import guarded_run
+    from openrlhf_ext.job.inputs import prepare_inputs
+    from openrlhf_ext.job.restarts import run_with_restarts
+    from openrlhf_ext.job.run_guard import guarded_run
+    from openrlhf_ext.reaches import Where, scoped
+    from openrlhf_ext.reporting.failures import RunFailure, describe_failure
 
     worker_env = prepare_inputs(args)
     ray_env = dict(worker_env)
     if not torch.cuda.is_available():
-        from openrlhf_ext.cli.checks import InputError
-        from openrlhf_ext.trainer.cpu import install_driver_patches
-        from openrlhf_ext.trainer.cpu.layout import GIB, Machine, check_fit, sized_layout_line
-        from openrlhf_ext.trainer.cpu.worker import cpu_worker_env
+        from openrlhf_ext.cpu import install_driver_patches
+        from openrlhf_ext.cpu.layout import GIB, Machine, check_fit, sized_layout_line
+        from openrlhf_ext.job.checks import InputError
 
         layout_line = sized_layout_line(args, Machine.this())
         if layout_line:
@@ -71,18 +51,18 @@ def launch(args: SimpleNamespace) -> None:
             if not ray.is_initialized():
                 ray.init(runtime_env=runtime_env)
             try:
-                with injected(), guard.watching_actors():
+                with scoped(Where.DRIVER), guard.watching_actors():
                     stock_train(args)
             except RayError as err:
                 raise RunFailure(describe_failure(err, args.ckpt.output_dir)) from err
 
     run_with_restarts(args, attempt)
-    write_report(args.ckpt.output_dir)
+    write_run_report(args.ckpt.output_dir)
 
 
-def write_report(output_dir: str) -> None:
+def write_run_report(output_dir: str) -> None:
     """Curves PNG and summary table of the run in ``output_dir`` (from its metrics.jsonl)."""
-    from openrlhf_ext.eval.curves import METRICS_FILE, load_metrics, plot_runs, summary_table
+    from openrlhf_ext.reporting.curves import METRICS_FILE, load_metrics, plot_runs, run_summary_table
 
     metrics = Path(output_dir) / METRICS_FILE
     if not metrics.exists():
@@ -90,6 +70,6 @@ def write_report(output_dir: str) -> None:
         return
     records = load_metrics(metrics)
     png = plot_runs({Path(output_dir).name: records}, Path(output_dir) / "curves.png")
-    table = summary_table(records)
+    table = run_summary_table(records)
     (Path(output_dir) / "summary.md").write_text(table + "\n")
     print(f"\n{table}\n\ncurves: {png}\nmetrics: {metrics}", flush=True)

@@ -1,0 +1,20 @@
+"""A run's configuration as plain data, for the files and trackers that record it."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any
+
+
+def config_to_dict(args: SimpleNamespace) -> dict[str, Any]:
+    def convert(value):
+        if isinstance(value, SimpleNamespace):
+            return {k: convert(v) for k, v in vars(value).items()}
+        if isinstance(value, tuple | list):
+            return [convert(v) for v in value]
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        return value
+
+    return convert(args)
