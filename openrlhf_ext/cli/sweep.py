@@ -27,9 +27,9 @@ from typing import Any
 
 from openrlhf_ext.cli.args import resolve_train_config
 from openrlhf_ext.cli.sweep_plan import (
+    CONSOLE_FILE,
     DEFAULT_ESTIMATORS,
     EVAL_DIR,
-    LOG_FILE,
     RESERVED_DESTS,
     Run,
     SweepStateError,
@@ -95,7 +95,7 @@ def train_one(run: Run, flags: list[str], steps: int, args: argparse.Namespace) 
     """Run (or resume) one training run; None on success, else why it failed."""
     mark_started(run.run_dir, flags)
     command = train_command(flags, args.ray_address, args.ray_working_dir)
-    log = run.run_dir / LOG_FILE
+    log = run.run_dir / CONSOLE_FILE
     started = time.time()
     with log.open("a", encoding="utf-8") as f:
         f.write(f"\n$ {shlex.join(command)}\n")
@@ -182,7 +182,7 @@ def sweep(argv: Sequence[str]) -> int:
         if finished[run]:
             _log(f"({i}/{len(plan)}) {run.label}: finished, skipped")
             continue
-        _log(f"({i}/{len(plan)}) {run.label}: training, log {run.run_dir / LOG_FILE}")
+        _log(f"({i}/{len(plan)}) {run.label}: training, log {run.run_dir / CONSOLE_FILE}")
         started = time.time()
         why = train_one(run, flags, args.steps, args)
         for attempt in range(1, args.retries + 1):

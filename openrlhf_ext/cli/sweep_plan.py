@@ -42,7 +42,8 @@ RESERVED_DESTS = {
 }
 DONE_FILE = "sweep_done.json"
 STARTED_FILE = "sweep_run.json"
-LOG_FILE = "train.log"
+# What a run printed on its terminal (its full log is <run>/train.log, written by the run itself).
+CONSOLE_FILE = "console.log"
 EVAL_DIR = "eval"
 
 _TITLES = dict(CURVES)

@@ -40,7 +40,7 @@ from typing import Any
 
 RUN_ID_ENV = "OPENRLHF_EXT_RUN_ID"
 GRACE_S = 3.0  # SIGTERM -> SIGKILL
-POLL_S = 0.5  # the watchdog's check of its parent
+PARENT_POLL_S = 0.5  # the watchdog's check of its parent
 WATCH_S = 1.0  # the driver's poll of dead actors
 SWEEP_ROUNDS = 5  # processes can be spawned while the run is torn down: sweep until none is left
 WATCHDOG_WAIT_S = SWEEP_ROUNDS * (GRACE_S + 1)
@@ -102,7 +102,7 @@ def stop_run_processes(run_id: str, grace_s: float = GRACE_S) -> list[str]:
 def watch(driver_pid: int, run_id: str) -> None:
     """The watchdog: wait for the driver to end or close our stdin, then stop the run's processes."""
     while os.getppid() == driver_pid:
-        readable, _, _ = select.select([sys.stdin], [], [], POLL_S)
+        readable, _, _ = select.select([sys.stdin], [], [], PARENT_POLL_S)
         if readable and not sys.stdin.buffer.read1(1):  # EOF: the driver is done with the run
             break
     stopped = stop_run_processes(run_id)

@@ -31,7 +31,7 @@ LOG_FILE = "train.log"
 STEP_LINE = re.compile(r"\[step (\d+)/(\d+)\] .*")
 OWN_LINE = re.compile(r"^\[openrlhf_ext[^\]]*\] ")
 FAILURE_TAIL_LINES = 20
-POLL_S = 0.5
+FOLLOW_POLL_S = 0.5
 
 
 def format_step_line(step: int, total: int, status: dict) -> str:
@@ -80,7 +80,7 @@ class StepFollower(threading.Thread):
                 if finishing:
                     break
                 if not chunk:
-                    self.done.wait(POLL_S)
+                    self.done.wait(FOLLOW_POLL_S)
         self.bar.close()
 
     def show(self, line: str) -> None:
