@@ -17,7 +17,7 @@ def free_port() -> int:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """Every line of run_dir/metrics.jsonl, raw (no per-step dedup, unlike eval.curves.load_metrics)."""
+    """Every line of run_dir/metrics.jsonl, raw (no per-step dedup, unlike reporting.curves.load_metrics)."""
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 

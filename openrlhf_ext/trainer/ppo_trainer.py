@@ -143,7 +143,7 @@ class _ExtPPOTrainer(PPOTrainer.__ray_actor_class__):
     def save_logs_and_checkpoints(self, global_step: int, logs_dict=None, client_states=None) -> None:
         if logs_dict:
             # Before the step's checkpoint: a restart from checkpoint N finds the records up to N and
-            # drops later ones (trainer/restarts.py), so every step is in the file once.
+            # drops later ones (job/restarts.py), so every step is in the file once.
             record = {"step": global_step, "time": time.time()}
             record.update({k: _jsonable(v) for k, v in logs_dict.items() if k != "generated_samples"})
             with open(self.metrics_path, "a", encoding="utf-8") as f:
