@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Dr. GRPO (seed 004, §3.2 and the "minimal recipe" of §1): A = r - mean_group (no std), loss summed
-# over tokens and divided by a constant (n_sequences x 3000 generation tokens), no KL term.
+# Dr. GRPO ("Understanding R1-Zero-Like Training", arXiv:2503.20783, §3.2 and the "minimal recipe" of
+# §1): A = r - mean_group (no std), loss summed over tokens and divided by a constant
+# (n_sequences x 3000 generation tokens), no KL term.
 #
 # From the paper: Qwen2.5-Math-7B, MATH levels 3-5 questions, Qwen-Math template, math-verify reward
 # in {0, 1}, beta = 0, 3000-token generation budget, 8 x A100 for 27 hours.
@@ -9,7 +10,7 @@
 # prompts <= 1024 tokens, temperature 1.0, 20 passes over the 8k prompts.
 #
 # GPUs: 8 x A100 80 GB (paper: 8 x A100, 27 h).
-# Paper (seed 004 Table 4, Oat-Zero-7B, greedy, 3000 tokens): AIME24 43.3, AMC 62.7, MATH500 80.0,
+# Paper (arXiv:2503.20783 Table 4, Oat-Zero-7B, greedy, 3000 tokens): AIME24 43.3, AMC 62.7, MATH500 80.0,
 #   Minerva Math 30.1, OlympiadBench 41.0, average 51.4.
 #
 # Data: PROMPT_DATA = the 8.5k MATH level 3-5 training questions (the authors ship them as

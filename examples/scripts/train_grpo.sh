@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# GRPO (seed 000, Eq. 6): A = (r - mean_group) / std_group over the n = 4 responses of a prompt.
+# GRPO (as in Minimalist, arXiv:2504.11343, Eq. 6): A = (r - mean_group) / std_group over the n = 4
+# responses of a prompt.
 #
 # GPUs: 8 x 80 GB, one node (the authors' scripts use 8). Qwen2.5-Math-7B on Numina-Math.
-# Paper (seed 000 Table 1, avg@16, T = 1.0): MATH500 81.6, Minerva Math 36.7, OlympiadBench 43.3,
+# Paper (arXiv:2504.11343 Table 1, avg@16, T = 1.0): MATH500 81.6, Minerva Math 36.7, OlympiadBench 43.3,
 #   average 53.9 (base model 23.6).
 #
 # Usage (docs/cluster.md): RAY_ADDRESS=http://HEAD:8265 bash examples/scripts/train_grpo.sh [flags]

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Lite PPO (seed 003, "Tricks or Traps?"): critic-free PPO loss with only two tricks, advantage =
+# Lite PPO ("Part I: Tricks or Traps? A Deep Dive into RL for LLM Reasoning", arXiv:2508.08221):
+# critic-free PPO loss with only two tricks, advantage =
 # (r - mean_group) / std_batch (batch std of the raw rewards, as in the authors' framework ROLL) and
 # token-level loss aggregation (token-mean).
 #
 # From the paper: Qwen3 base models (4B, 8B) on math datasets of three difficulties; Lite PPO beats
-# GRPO and DAPO on base models, especially on the hard data (seed 003 §3.3). Our summary of seed 003
-# gives no hyper-parameters, so the values below are ours, chosen to match the other recipes:
+# GRPO and DAPO on base models, especially on the hard data (arXiv:2508.08221 §3.3). We take no
+# hyper-parameters from the paper, so the values below are ours, chosen to match the other recipes:
 # Qwen3-8B-Base, MATH levels 3-5, 128 prompts x 8 samples, 4 optimiser steps per rollout, lr 1e-6
 # constant, clip 0.2, no KL, 1024 prompt + 4096 response tokens, qwen_math template, reward {0, 1}.
 #
-# GPUs: 8 x 80 GB, one node (not stated in our seed summary).
-# Paper: no numbers in seed 003's summary; the claim to check is Lite PPO >= GRPO on the same data
+# GPUs: 8 x 80 GB, one node (our choice).
+# Paper: no headline number taken over; the claim to check is Lite PPO >= GRPO on the same data
 #   (run train_grpo.sh with MODEL / PROMPT_DATA set to the values below for the comparison).
 #
 # Usage (docs/cluster.md): RAY_ADDRESS=http://HEAD:8265 bash examples/scripts/train_lite_ppo.sh [flags]

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# PPO (seed 000 baseline): GAE with a critic initialised from the policy, one response per prompt.
+# PPO (the baseline of Minimalist, arXiv:2504.11343): GAE with a critic initialised from the policy,
+# one response per prompt.
 #
 # GPUs: 8 x 80 GB, one node (the authors' scripts use 8); actor, critic, reference and vLLM share
 #   them. Qwen2.5-Math-7B on Numina-Math.
-# Paper (seed 000 Table 1, avg@16, T = 1.0): MATH500 79.6, Minerva Math 34.8, OlympiadBench 41.1,
+# Paper (arXiv:2504.11343 Table 1, avg@16, T = 1.0): MATH500 79.6, Minerva Math 34.8, OlympiadBench 41.1,
 #   average 51.8 (base model 23.6).
 #
 # Usage (docs/cluster.md): RAY_ADDRESS=http://HEAD:8265 bash examples/scripts/train_ppo.sh [flags]

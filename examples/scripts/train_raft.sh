@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# RAFT (seed 000, Eq. 1): rejection sampling fine-tuning. Of the n = 4 responses to each prompt only
+# RAFT (Minimalist, arXiv:2504.11343, Eq. 1): rejection sampling fine-tuning. Of the n = 4 responses to each prompt only
 # the correct ones are kept, each with advantage 1, and trained on with -log pi (no ratio, no clip).
 #
 # GPUs: 8 x 80 GB, one node (the authors' scripts use 8). Qwen2.5-Math-7B on Numina-Math.
-# Paper (seed 000 Table 1, avg@16, T = 1.0): MATH500 77.4, Minerva Math 34.4, OlympiadBench 37.8,
+# Paper (arXiv:2504.11343 Table 1, avg@16, T = 1.0): MATH500 77.4, Minerva Math 34.4, OlympiadBench 37.8,
 #   average 49.9 (base model 23.6).
 #
 # Usage (docs/cluster.md): RAY_ADDRESS=http://HEAD:8265 bash examples/scripts/train_raft.sh [flags]

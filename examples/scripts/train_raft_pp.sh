@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# RAFT++ (seed 000, Eq. 8): RAFT's positive-only samples trained with the PPO ratio and clipping.
+# RAFT++ (Minimalist, arXiv:2504.11343, Eq. 8): RAFT's positive-only samples trained with the PPO ratio and clipping.
 #
 # GPUs: 8 x 80 GB, one node (the authors' scripts use 8). Qwen2.5-Math-7B on Numina-Math.
-# Paper (seed 000 Table 1, avg@16, T = 1.0): MATH500 80.5, Minerva Math 35.8, OlympiadBench 41.2,
+# Paper (arXiv:2504.11343 Table 1, avg@16, T = 1.0): MATH500 80.5, Minerva Math 35.8, OlympiadBench 41.2,
 #   average 52.5 (base model 23.6).
 #
 # Usage (docs/cluster.md): RAY_ADDRESS=http://HEAD:8265 bash examples/scripts/train_raft_pp.sh [flags]

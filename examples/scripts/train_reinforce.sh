@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Reinforce (seed 000, Eq. 5): A = r with r in {-1, 1}, no baseline, PPO ratio and clipping.
+# Reinforce (Minimalist, arXiv:2504.11343, Eq. 5): A = r with r in {-1, 1}, no baseline, PPO ratio and clipping.
 #
 # GPUs: 8 x 80 GB, one node (the authors' scripts use 8). Qwen2.5-Math-7B on Numina-Math.
-# Paper (seed 000 Table 1, avg@16, T = 1.0): MATH500 80.6, Minerva Math 36.1, OlympiadBench 42.1,
+# Paper (arXiv:2504.11343 Table 1, avg@16, T = 1.0): MATH500 80.6, Minerva Math 36.1, OlympiadBench 42.1,
 #   average 52.9 (base model 23.6).
 #
 # Usage (docs/cluster.md): RAY_ADDRESS=http://HEAD:8265 bash examples/scripts/train_reinforce.sh [flags]

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# REINFORCE++ (seed 001, Eq. 8-10): per-token KL penalty in the reward (k1), return of each token =
+# REINFORCE++ (arXiv:2501.03262, Eq. 8-10): per-token KL penalty in the reward (k1), return of each token =
 # outcome reward minus the future KL penalties, then global whitening of the whole batch (token-level
 # mean and std; no per-prompt baseline).
 #
 # GPUs: 8 x 80 GB, one node (not stated in the paper). Qwen2.5-Math-7B base on MATH levels 3-5.
-# Paper (seed 001 Table 4): AIME24 pass@8 21.04 (GRPO 18.96), AMC23 pass@8 60.47 (GRPO 59.22),
+# Paper (arXiv:2501.03262 Table 4): AIME24 pass@8 21.04 (GRPO 18.96), AMC23 pass@8 60.47 (GRPO 59.22),
 #   MATH500 pass@1 72.00 (GRPO 73.00).
 #
 # Usage (docs/cluster.md): RAY_ADDRESS=http://HEAD:8265 bash examples/scripts/train_reinforce_pp.sh [flags]

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# REINFORCE++-baseline (seed 001, appendix): subtract the group mean of the 8 responses to a prompt,
+# REINFORCE++-baseline (arXiv:2501.03262, appendix): subtract the group mean of the 8 responses to a prompt,
 # then whiten over the global batch (no per-group std); KL as a k2 loss instead of GRPO's k3.
 #
 # GPUs: 8 x 80 GB, one node (not stated in the paper). Qwen2.5-Math-7B base on MATH levels 3-5.
-# Paper: seed 001 reports no number for this variant in this setting; REINFORCE++ itself reaches
+# Paper: REINFORCE++ reports no number for this variant in this setting; REINFORCE++ itself reaches
 #   AIME24 pass@8 21.04, AMC23 pass@8 60.47, MATH500 pass@1 72.00 (Table 4).
 #
 # Usage (docs/cluster.md): RAY_ADDRESS=http://HEAD:8265 bash examples/scripts/train_reinforce_pp_baseline.sh [flags]

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Reinforce-Rej (seed 000, "Reinforce + remove both"): Reinforce (A = r, r in {-1, 1}) after dropping
-# every prompt whose n = 4 responses are all correct or all wrong.
+# Reinforce-Rej (Minimalist, arXiv:2504.11343, "Reinforce + remove both"): Reinforce (A = r,
+# r in {-1, 1}) after dropping every prompt whose n = 4 responses are all correct or all wrong.
 #
 # GPUs: 8 x 80 GB, one node (the authors' scripts use 8). Qwen2.5-Math-7B on Numina-Math.
-# Paper: no Table 1 entry; seed 000 reports final performance comparable to GRPO (53.9 average on
+# Paper: no Table 1 entry; the paper reports final performance comparable to GRPO (53.9 average on
 #   this setting) with better KL efficiency and a more stable entropy (ablation, Fig. 4).
 #
 # Usage (docs/cluster.md): RAY_ADDRESS=http://HEAD:8265 bash examples/scripts/train_reinforce_rej.sh [flags]

@@ -1,11 +1,11 @@
 # shellcheck shell=bash
-# Setting shared by the Qwen2.5-Math-7B runs of seed 000 ("A Minimalist Approach to LLM Reasoning:
-# from Rejection Sampling to Reinforce", Xiong et al. 2025, §3 and Table 1), sourced by
+# Setting shared by the Qwen2.5-Math-7B runs of "A Minimalist Approach to LLM Reasoning: from
+# Rejection Sampling to Reinforce" (Xiong et al. 2025, arXiv:2504.11343, §3 and Table 1), sourced by
 # train_raft.sh, train_raft_pp.sh, train_reinforce.sh, train_reinforce_rej.sh, train_grpo.sh, train_ppo.sh.
 #
 # From the paper: Numina-Math prompts (~860k problems with reference answers); the model's own
 # chat template plus "... output the final answer within \boxed{}" (our qwen_math template);
-# binary reward r in {-1, 1} (seed 000 §2); AdamW, lr 1e-6; 1024 prompts per iteration; n = 4
+# binary reward r in {-1, 1} (arXiv:2504.11343 §2); AdamW, lr 1e-6; 1024 prompts per iteration; n = 4
 # responses per prompt; training mini-batch 512; at most 4096 tokens.
 # From the authors' verl scripts (RLHFlow/Minimal-RL) where the paper is silent or ambiguous:
 #   - 1024 prompt + 3072 response tokens: "4096 tokens" is the whole context of Qwen2.5-Math-7B;

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Setting of seed 001's "RL from scratch" experiment (REINFORCE++, Hu et al. 2025, §4.2.3), sourced
+# Setting of the "RL from scratch" experiment of REINFORCE++ (Hu et al. 2025, arXiv:2501.03262, §4.2.3), sourced
 # by train_reinforce_pp.sh and train_reinforce_pp_baseline.sh.
 #
 # From the paper: Qwen2.5-Math base model; about 8,000 short prompts mostly from MATH levels 3-5;
@@ -8,7 +8,7 @@
 # Ours, where the paper is silent: the 7B model, 1024 prompt + 3072 response tokens (the model's
 # 4096-token context), 2 optimiser steps per rollout (train batch 128 of the 256 samples), the
 # qwen_math prompt template, reward in {0, 1}, OpenRLHF's default lr schedule, 20 episodes.
-# Reported metric: pass@8 on AIME24 and AMC23, pass@1 on MATH500 (seed 001 Table 4).
+# Reported metric: pass@8 on AIME24 and AMC23, pass@1 on MATH500 (arXiv:2501.03262 Table 4).
 #
 # Data: PROMPT_DATA is any HF dataset name or local path (jsonl / parquet / save_to_disk folder)
 # with the question in INPUT_KEY and the reference answer in LABEL_KEY.
