@@ -1,4 +1,4 @@
-"""Advantage grid, token returns, KL estimators and policy losses of SPEC §1-3 (pure tensor functions).
+"""Advantage grid, token returns, KL estimators and policy losses (pure tensor functions).
 
 Nothing here touches Ray or OpenRLHF objects; the trainer wires these functions into OpenRLHF's
 experience maker and actor. See ``docs/algorithms.md``.

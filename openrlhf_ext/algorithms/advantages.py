@@ -1,13 +1,13 @@
-"""Sample-level advantages of the SPEC §1 grid: one scalar per response, prompt-major [P, n].
+"""Sample-level advantages of the grid of docs/algorithms.md §1: one scalar per response, prompt-major [P, n].
 
 Order of the stages (each one a switch of :class:`~.config.AdvantageConfig`):
 
 1. ``filter`` drops whole prompt groups (all wrong / all correct / either);
-2. ``positive_only`` drops wrong responses and sets every kept value to 1 (RAFT, seed 000 Eq. 1);
+2. ``positive_only`` drops wrong responses and sets every kept value to 1 (RAFT, arXiv:2504.11343 Eq. 1);
 3. ``baseline`` subtracts the group mean, the leave-one-out mean (RLOO) or the kept-batch mean;
-4. ``std_scale`` divides by the group std of the rewards (GRPO, seed 000 Eq. 6), by the batch
-   std of the raw rewards of all kept samples (Lite PPO, seed 003), or whitens the baselined
-   values over the batch (REINFORCE++, seed 001 Eq. 10).
+4. ``std_scale`` divides by the group std of the rewards (GRPO, arXiv:2504.11343 Eq. 6), by the batch
+   std of the raw rewards of all kept samples (Lite PPO, arXiv:2508.08221), or whitens the baselined
+   values over the batch (REINFORCE++, arXiv:2501.03262 Eq. 10).
 
 Dropped samples get advantage 0 and ``keep`` False, and they enter no statistic.
 
@@ -42,7 +42,7 @@ class AdvantageResult(NamedTuple):
     Attributes:
         advantages: float [P, n]; 0 where ``keep`` is False.
         keep: bool [P, n]; False for samples removed by ``filter`` or ``positive_only``.
-        stats: SPEC §5 group metrics, as Python numbers:
+        stats: group metrics (docs/algorithms.md, "Metrics"), as Python numbers:
             ``groups_all_correct`` / ``groups_all_wrong`` / ``groups_mixed`` (fractions of the P
             prompt groups, before filtering), ``kept_fraction`` (fraction of the P·n samples kept),
             ``zero_std_groups`` (number of kept groups with at least 2 kept samples whose kept
@@ -145,7 +145,7 @@ def compute_advantage_result(
     config: AdvantageConfig | str,
     lengths: torch.Tensor | None = None,
 ) -> AdvantageResult:
-    """Advantages, keep-mask and group metrics of one rollout batch (SPEC §1).
+    """Advantages, keep-mask and group metrics of one rollout batch (docs/algorithms.md §1).
 
     Args:
         rewards: float [P, n], prompt-major outcome rewards r[i, j].
@@ -220,6 +220,6 @@ def compute_sample_advantages(
     config: AdvantageConfig | str,
     lengths: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(advantages [P, n], keep [P, n])`` of SPEC §1; see :func:`compute_advantage_result` for metrics."""
+    """``(advantages [P, n], keep [P, n])`` of the grid; see :func:`compute_advantage_result` for metrics."""
     result = compute_advantage_result(rewards, config, lengths)
     return result.advantages, result.keep

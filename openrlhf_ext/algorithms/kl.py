@@ -1,4 +1,4 @@
-"""Per-token estimators of KL(π_θ ‖ π_ref) (SPEC §2; Schulman, "Approximating KL divergence").
+"""Per-token estimators of KL(π_θ ‖ π_ref) (docs/algorithms.md §4; Schulman, "Approximating KL divergence").
 
 With lr = log π_θ(a) − log π_ref(a) for a token a sampled from π_θ:
 

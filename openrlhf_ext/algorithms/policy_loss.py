@@ -1,4 +1,4 @@
-"""Per-token policy losses and their aggregation over the global batch (SPEC §3).
+"""Per-token policy losses and their aggregation over the global batch (docs/algorithms.md §5).
 
 Aggregation follows OpenRLHF 0.11.2's global normalisation (``openrlhf/utils/loss_utils.py``):
 every micro-batch of an optimizer step, on every data-parallel rank, receives the same
@@ -46,12 +46,12 @@ def policy_loss(
     eps_high: float = 0.2,
     dual_clip: float | None = None,
 ) -> PolicyLossOutput:
-    """Per-token policy loss (SPEC §3).
+    """Per-token policy loss (docs/algorithms.md §5).
 
     ``ppo``: −min(ρ·A, clip(ρ, 1 − eps_low, 1 + eps_high)·A) with ρ = π_θ/π_old (clip-higher
     when eps_high > eps_low, DAPO); with ``dual_clip`` = c > 1, tokens with A < 0 take
-    max(that, c·A) (dual-clip PPO, arXiv:1912.09729). RAFT++ (seed 000 Eq. 8) is this loss.
-    ``vanilla``: −A·log π_θ, no ratio and no clip (RAFT, seed 000 Eq. 1); its clip fraction is 0.
+    max(that, c·A) (dual-clip PPO, arXiv:1912.09729). RAFT++ (arXiv:2504.11343 Eq. 8) is this loss.
+    ``vanilla``: −A·log π_θ, no ratio and no clip (RAFT, arXiv:2504.11343 Eq. 1); its clip fraction is 0.
 
     The clip fraction counts tokens taken from a clipped branch; with ``dual_clip=None`` it is
     OpenRLHF's ``clip_ratio``.
@@ -89,15 +89,15 @@ def aggregate_loss(
     global_batch_size: float | torch.Tensor | None = None,
     max_tokens: int | None = None,
 ) -> torch.Tensor:
-    """Reduce a per-token loss [B, T] to the scalar of one micro-batch (SPEC §3).
+    """Reduce a per-token loss [B, T] to the scalar of one micro-batch (docs/algorithms.md §5).
 
     Modes (Σ over tokens counts masked tokens only; N_tok, N_seq are global totals):
 
-    - ``token-mean``: Σ loss / N_tok (Lite PPO, seed 003; OpenRLHF ``token-mean``);
+    - ``token-mean``: Σ loss / N_tok (Lite PPO, arXiv:2508.08221; OpenRLHF ``token-mean``);
     - ``seq-mean-token-mean``: Σ_seq mean_t loss / N_seq (GRPO; OpenRLHF ``seq-mean-token-mean``);
     - ``seq-mean-token-sum``: Σ_seq Σ_t loss / N_seq;
     - ``seq-mean-token-sum-norm``: Σ loss / (N_seq · max_tokens) with a constant ``max_tokens``
-      (default in training: ``max_new_tokens``), Dr. GRPO's unbiased form (seed 004 §3.2).
+      (default in training: ``max_new_tokens``), Dr. GRPO's unbiased form (arXiv:2503.20783 §3.2).
 
     With ``batch_num_tokens`` / ``global_batch_size`` (global, already divided by gas, as
     OpenRLHF's ``loss_batch_info`` carries them) the result is multiplied by ``dp_size``; without

@@ -1,8 +1,8 @@
-"""Token-level rewards, returns-to-go and whitening (REINFORCE++, seed 001 Eq. 8-10).
+"""Token-level rewards, returns-to-go and whitening (REINFORCE++, arXiv:2501.03262 Eq. 8-10).
 
 The outcome value of a response sits on its last action token (its EOS), every action token
 carries the KL penalty −β·KL_t, and the return of token t is the discounted sum of the rewards
-from t on (SPEC §2 "in reward"). Everything here is vectorised over the time axis: gamma = 1 is
+from t on (the KL "in reward" of docs/algorithms.md §4). Everything here is vectorised over the time axis: gamma = 1 is
 a reversed cumulative sum, gamma < 1 a two-level blocked scan of gamma-power matrices whose
 entries are all ≤ 1, so nothing overflows even at 4096+ tokens.
 
@@ -120,14 +120,14 @@ def token_returns(
     gamma: float = 1.0,
     reward_clip_range: tuple[float, float] | None = None,
 ) -> torch.Tensor:
-    """Returns-to-go [B, T] of :func:`token_rewards` with discount ``gamma`` (seed 001 Eq. 9)."""
+    """Returns-to-go [B, T] of :func:`token_rewards` with discount ``gamma`` (REINFORCE++ Eq. 9)."""
     rewards = token_rewards(sample_values, action_mask, kl, kl_coef=kl_coef, reward_clip_range=reward_clip_range)
     return discounted_returns(rewards, gamma)
 
 
 def broadcast_to_tokens(sample_values: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
     """Each response's scalar on every one of its action tokens, 0 elsewhere: the token advantages of
-    SPEC §1's presets (KL 0, gamma 1), equal to :func:`token_returns` on the action tokens."""
+    the grid's presets (KL 0, gamma 1), equal to :func:`token_returns` on the action tokens."""
     _check_sample_values(sample_values, action_mask)
     return sample_values.unsqueeze(-1) * action_mask
 
@@ -218,7 +218,7 @@ def compute_token_advantages(
     reward_clip_range: tuple[float, float] | None = None,
     whiten_std: bool = True,
 ) -> TokenAdvantageResult:
-    """Token advantages and returns of a whole rollout, given as micro-batches (SPEC §1-2).
+    """Token advantages and returns of a whole rollout, given as micro-batches (docs/algorithms.md §3).
 
     Sample ``s`` (its global id in ``index``) is response ``s % n`` of prompt ``s // n``, as in
     OpenRLHF's experience maker. The pipeline: the grid's sample stage on the [P, n] reward table

@@ -203,7 +203,7 @@ class ConfigError(ValueError):
 
 def _add_ext_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "openrlhf-ext advantage grid (SPEC §1)",
+        "openrlhf-ext advantage grid (docs/algorithms.md §1)",
         "Each estimator is a preset of these switches; a switch given here overrides the preset.",
     )
     group.add_argument("--ext.filter", choices=FILTERS, default=None,
@@ -230,7 +230,7 @@ def _add_ext_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ext.prompt_max_len", type=int, default=None,
                        help="legacy --prompt_max_len; with --generate_max_len it sets --data.max_len")
 
-    reward = parser.add_argument_group("openrlhf-ext math reward and prompts (SPEC §4)")
+    reward = parser.add_argument_group("openrlhf-ext math reward and prompts (docs/rewards.md)")
     reward.add_argument("--ext.template", choices=TEMPLATE_NAMES, default=None,
                         help="prompt template applied when the prompt dataset is built "
                              "(default: stock --data.input_template / --data.apply_chat_template handling; "

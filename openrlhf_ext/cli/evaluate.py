@@ -1,4 +1,4 @@
-"""``python -m openrlhf_ext.cli.evaluate``: avg@k / pass@k / greedy accuracy on math benchmarks (SPEC §6).
+"""``python -m openrlhf_ext.cli.evaluate``: avg@k / pass@k / greedy accuracy on math benchmarks (docs/evaluation.md).
 
 Example (the benchmarks of seeds 000 and 004)::
 

@@ -1,6 +1,6 @@
 """``python -m openrlhf_ext.cli.sweep``: the same training run once per estimator and seed, then one report.
 
-Example (the seed-000 comparison on the embedded CPU defaults)::
+Example (the Minimalist paper's comparison, arXiv:2504.11343, on the embedded CPU defaults)::
 
     python -m openrlhf_ext.cli.sweep --estimators raft,reinforce_rej,group_norm --steps 20 --seeds 1,2
 

@@ -1,12 +1,12 @@
 """Ablation sweep: one training run per (estimator, seed), resumable, and a report comparing them.
 
-The seed-000 comparison (Fig. 4 / Table 1 of "A Minimalist Approach to LLM Reasoning") in one
+The comparison of Fig. 4 / Table 1 of "A Minimalist Approach to LLM Reasoning" (arXiv:2504.11343) in one
 command: :func:`plan_runs` lays the runs out as ``<out>/<estimator>-seed<S>``, :func:`run_flags`
 gives each the same training flags plus its estimator, seed, output folder and step count,
 :func:`is_finished` tells a finished run (``sweep_done.json`` written after a successful run whose
 metrics have every step and whose model was saved) from one to (re)start, and
-:func:`write_sweep_report` plots the SPEC §5 curves (moving average against step, one line per estimator,
-averaged over seeds) and tabulates the final numbers (mean ± std over seeds).
+:func:`write_sweep_report` plots the per-step metrics of docs/algorithms.md, "Metrics" (moving average
+against step, one line per estimator, averaged over seeds) and tabulates the final numbers (mean ± std over seeds).
 """
 
 from __future__ import annotations

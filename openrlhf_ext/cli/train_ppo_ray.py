@@ -1,7 +1,7 @@
 """``python -m openrlhf_ext.cli.train_ppo_ray``: OpenRLHF's ``train_ppo_ray`` with the papers' modes.
 
 A strict superset of ``python -m openrlhf.cli.train_ppo_ray`` (see :mod:`openrlhf_ext.cli.args`):
-every stock flag with its stock default, plus the estimators of SPEC §1, the ``--ext.*`` grid
+every stock flag with its stock default, plus the estimators of docs/algorithms.md §2, the ``--ext.*`` grid
 switches, the legacy flat flag spellings and ``--print_config``. With no model / data / reward
 flags it trains the embedded SmolLM2-135M-Instruct on generated arithmetic problems.
 """

@@ -1,4 +1,4 @@
-"""Prompt templates (SPEC §4), prompt-file loading/building, and embedded problem sources."""
+"""Prompt templates (docs/rewards.md), prompt-file loading/building, and embedded problem sources."""
 
 from openrlhf_ext.data.datasets import (
     INPUT_KEY,

@@ -1,4 +1,4 @@
-"""Build a prompt file for OpenRLHF's ``--data.prompt_dataset`` (SPEC §4 templates).
+"""Build a prompt file for OpenRLHF's ``--data.prompt_dataset`` (templates of docs/rewards.md).
 
     python -m openrlhf_ext.data.build --source ../shared/data/math/math500.jsonl --template qwen_math \\
         --out prompts.jsonl

@@ -141,7 +141,7 @@ def load_problems(
 def build_prompt_records(
     problems: Iterable[dict[str, str]], template: str, tokenizer: Any | None = None, datasource: str = "default"
 ) -> list[dict[str, str]]:
-    """Apply ``template`` (SPEC §4) to each problem; records for OpenRLHF's ``PromptDataset``."""
+    """Apply ``template`` (docs/rewards.md) to each problem; records for OpenRLHF's ``PromptDataset``."""
     return [
         {
             INPUT_KEY: apply_template(p["problem"], template, tokenizer),

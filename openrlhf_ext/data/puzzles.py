@@ -1,5 +1,5 @@
 """Optional embedded prompt source: reasoning-gym puzzles (e.g. ``knights_knaves``, the puzzle family
-of the REINFORCE++ paper, seed 001). Needs ``pip install openrlhf-ext[puzzles]``.
+of the REINFORCE++ paper, arXiv:2501.03262). Needs ``pip install openrlhf-ext[puzzles]``.
 
 Labels are ``"rg:" + json`` of the whole entry (:func:`encode_puzzle_label`), so the math reward
 grades them with the task's own scorer (full marks = correct) and puzzles can share a prompt file with

@@ -1,6 +1,6 @@
-"""Prompt templates of SPEC §4 (seed 004 §2.1, "Understanding R1-Zero-Like Training").
+"""Prompt templates (docs/rewards.md; Dr. GRPO, "Understanding R1-Zero-Like Training", arXiv:2503.20783 §2.1).
 
-* ``r1``: the DeepSeek-R1-Zero template (seed 004, Template 1); the prompt ends inside an opened
+* ``r1``: the DeepSeek-R1-Zero template (arXiv:2503.20783, Template 1); the prompt ends inside an opened
   ``<think>`` so the response continues the reasoning and closes with ``<answer>...</answer>``;
 * ``qwen_math``: the Qwen2.5-Math ChatML template with the boxed-answer system prompt (Template 2);
 * ``none``: the raw question (Template 3);

@@ -1,4 +1,4 @@
-"""Score a model on math benchmarks (SPEC §6) with the project's reward; write JSON + Markdown reports.
+"""Score a model on math benchmarks (docs/evaluation.md) with the project's reward; write JSON + Markdown reports.
 
 :func:`evaluate` generates ``n_samples`` responses per problem (and one greedy response when asked),
 scores them with :func:`openrlhf_ext.rewards.score_responses` (the reward the training run uses),
@@ -28,7 +28,7 @@ REPORT_MD = "report.md"
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """What is generated for each problem (SPEC §6: ``n_samples`` at temperature 1.0, plus greedy)."""
+    """What is generated for each problem (``n_samples`` at temperature 1.0, plus greedy; docs/evaluation.md)."""
 
     n_samples: int = 4
     temperature: float = 1.0

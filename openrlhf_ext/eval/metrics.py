@@ -1,4 +1,4 @@
-"""Evaluation metrics of SPEC §6: avg@k, unbiased pass@k, greedy accuracy, per-benchmark summaries.
+"""Evaluation metrics of docs/evaluation.md: avg@k, unbiased pass@k, greedy accuracy, per-benchmark summaries.
 
 Pure functions over per-sample records (plain dicts, see :data:`SAMPLE_FIELDS`), so every number of a
 report can be recomputed from the ``samples.jsonl`` it was made from.
@@ -21,7 +21,7 @@ GREEDY = "greedy"  # the ``sample`` value of the temperature-0 response of a pro
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k of one problem with ``c`` correct among ``n`` samples: ``1 - C(n-c, k) / C(n, k)``
-    (Chen et al. 2021, the estimator SPEC §6 asks for).
+    (Chen et al. 2021, Codex, arXiv:2107.03374).
 
     Computed as ``1 - prod_{i=n-c+1..n} (1 - k/i)``, which equals the ratio of binomials without
     forming them (they overflow floats for n in the hundreds).
@@ -36,7 +36,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def avg_at_k(correct_per_problem: Sequence[Sequence[bool]]) -> float:
-    """avg@k of SPEC §6: mean over problems of the fraction of the ``k`` samples that are correct."""
+    """avg@k: mean over problems of the fraction of the ``k`` samples that are correct."""
     if not correct_per_problem:
         raise ValueError("avg@k of no problems")
     return sum(sum(map(bool, row)) / len(row) for row in correct_per_problem) / len(correct_per_problem)

@@ -1,4 +1,4 @@
-"""Verifiable math rewards that never hang (SPEC §4).
+"""Verifiable math rewards that never hang (docs/rewards.md).
 
 * :data:`REWARD_FUNC_PATH`: the file to pass as OpenRLHF's ``--reward.remote_url``;
 * :class:`RewardConfig`: settings and their ``OPENRLHF_EXT_REWARD_*`` environment form;

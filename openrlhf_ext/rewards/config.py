@@ -25,7 +25,7 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """Settings of the math reward (SPEC §4).
+    """Settings of the math reward (docs/rewards.md).
 
     Attributes (environment variable in brackets):
         signed: reward +1 / -1 instead of 1 / 0 [``OPENRLHF_EXT_REWARD_SIGNED``].
@@ -52,7 +52,7 @@ class RewardConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.format_coef < 1.0:
             # A penalty of 1 or more would make a correct but badly formatted answer score <= 0 and
-            # break "correct iff reward > 0", which the advantage filters rely on (SPEC §1).
+            # break "correct iff reward > 0", which the advantage filters rely on (docs/algorithms.md §1).
             raise ValueError(f"format_coef must be in [0, 1), got {self.format_coef}")
         if not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")

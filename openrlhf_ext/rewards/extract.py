@@ -1,8 +1,8 @@
-"""Final-answer extraction from a model response (SPEC §4), in linear time on any input.
+"""Final-answer extraction from a model response (docs/rewards.md), in linear time on any input.
 
 Rules, in priority order (the first that yields a non-empty answer wins):
 
-1. ``answer_tag``: the last ``<answer>...</answer>`` block (the R1 template of seed 004 §2.1). If the
+1. ``answer_tag``: the last ``<answer>...</answer>`` block (the R1 template of arXiv:2503.20783 §2.1). If the
    block holds a ``\\boxed{}``, the content of its last box is the answer, otherwise the whole block.
 2. ``boxed``: the content of the last balanced, non-empty ``\\boxed{...}`` / ``\\fbox{...}`` (nested
    braces and escaped ``\\{`` / ``\\}`` handled; an unclosed box, e.g. of a truncated response, is skipped).
@@ -138,7 +138,7 @@ def strict_extraction(response: str, template: str | None) -> Extraction:
     return Extraction(tagged, "answer_tag") if tagged else Extraction(None, "none")
 
 
-# Which extraction rules count as "well formatted" for each prompt template (SPEC §4 templates).
+# Which extraction rules count as "well formatted" for each prompt template (docs/rewards.md).
 # r1 asks for <answer> tags; qwen_math asks for \boxed{}; without an explicit instruction any of the
 # three explicit forms is accepted. The fallback is never a well-formatted answer.
 _FORMAT_METHODS = {

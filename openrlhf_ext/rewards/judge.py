@@ -1,4 +1,4 @@
-"""In-process judgement of one response against its label: extraction, guards, math-verify (SPEC §4).
+"""In-process judgement of one response against its label: extraction, guards, math-verify (docs/rewards.md).
 
 This is what a scoring worker process runs. It has no time limit of its own: math-verify's timeouts
 rely on SIGALRM and are disabled here (see :mod:`openrlhf_ext.rewards.pool` for why); without them

@@ -1,4 +1,4 @@
-"""OpenRLHF reward file: pass this file's path as ``--reward.remote_url`` (SPEC §4).
+"""OpenRLHF reward file: pass this file's path as ``--reward.remote_url`` (docs/rewards.md).
 
 OpenRLHF 0.11.2 (``openrlhf.utils.agent.SingleTurnAgentExecutor``) loads it by path inside each vLLM
 engine actor and calls ``reward_func(queries, prompts, labels)`` from ``asyncio.to_thread``, where a

@@ -1,4 +1,4 @@
-"""A pool of scoring worker processes with a hard per-call deadline enforced by the parent (SPEC §4).
+"""A pool of scoring worker processes with a hard per-call deadline enforced by the parent (docs/rewards.md).
 
 Why processes, and why the parent enforces the limit: math-verify's own timeouts use SIGALRM, which
 only works on the main thread of the main interpreter (OpenRLHF calls a reward file from

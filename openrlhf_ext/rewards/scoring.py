@@ -1,4 +1,4 @@
-"""Scoring API: responses + labels -> rewards and per-step statistics (SPEC §4, §5 "reward mean").
+"""Scoring API: responses + labels -> rewards and per-step statistics (docs/rewards.md).
 
 :func:`score_responses` is what the reward file, the HTTP server and the trainer call. It judges every
 response in the scoring worker pool (hard time limit, see :mod:`openrlhf_ext.rewards.pool`) and turns
@@ -78,11 +78,11 @@ class ScoreBatch:
 
 
 def reward_value(correct: bool, format_ok: bool, signed: bool, format_coef: float) -> float:
-    """Outcome reward of SPEC §4: ``1`` if correct else ``0`` (``-1`` when ``signed``), minus
+    """Outcome reward (docs/rewards.md): ``1`` if correct else ``0`` (``-1`` when ``signed``), minus
     ``format_coef`` when the response is badly formatted.
 
     The format term is a penalty rather than a bonus so that ``reward > 0`` still means "correct" for
-    any ``format_coef < 1`` (the filters of SPEC §1 use ``correct_threshold = 0``): a correct answer
+    any ``format_coef < 1`` (the filters of docs/algorithms.md §1 use ``correct_threshold = 0``): a correct answer
     scores ``1 - c > 0``, a wrong one ``0`` or ``-c`` (signed: ``-1`` or ``-1 - c``).
     """
     base = 1.0 if correct else (-1.0 if signed else 0.0)

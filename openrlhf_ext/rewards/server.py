@@ -1,4 +1,4 @@
-"""Standalone math reward server speaking OpenRLHF's remote reward-model protocol (SPEC §4).
+"""Standalone math reward server speaking OpenRLHF's remote reward-model protocol (docs/rewards.md).
 
     python -m openrlhf_ext.rewards.server --host 127.0.0.1 --port 5000 --workers 4
 

@@ -1,4 +1,4 @@
-"""``ExtExperienceMaker``: OpenRLHF's experience maker with the advantage grid of SPEC §1.
+"""``ExtExperienceMaker``: OpenRLHF's experience maker with the advantage grid of docs/algorithms.md §1.
 
 For every critic-free estimator (the stock names included) the advantages and returns come from
 :func:`openrlhf_ext.algorithms.compute_token_advantages`; ``gae`` keeps the stock path.
@@ -135,7 +135,7 @@ class ExtExperienceMaker(RemoteExperienceMaker):
         return (*row_plan(keep, truncated, args.ext.dropped_rows, kl_loss), truncated)
 
     def batch_metrics(self, experiences: list[Experience]) -> dict[str, float]:
-        """Reward mean and response lengths (overall, correct, wrong) of a rollout (SPEC §5)."""
+        """Reward mean and response lengths (overall, correct, wrong) of a rollout (docs/algorithms.md, "Metrics")."""
         rewards = torch.cat([e.rewards.reshape(-1) for e in experiences])
         lengths = torch.cat([e.response_length.reshape(-1) for e in experiences])
         return rollout_metrics(rewards, lengths, self.grid.correct_threshold)

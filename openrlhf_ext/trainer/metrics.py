@@ -1,4 +1,4 @@
-"""Per-step rollout metrics of SPEC §5 that the advantage stage does not produce (pure functions)."""
+"""Per-step rollout metrics (docs/algorithms.md, "Metrics") the advantage stage does not produce (pure functions)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-# Seed 004 App. C: the self-reflection keywords whose frequency the paper tracks.
+# Dr. GRPO (arXiv:2503.20783) App. C: the self-reflection keywords whose frequency the paper tracks.
 REFLECTION_KEYWORDS = (
     "recheck", "rethink", "reassess", "reevaluate", "re-evaluate", "reevaluation", "re-examine", "reexamine",
     "reconsider", "reanalyze", "double-check", "check again", "think again", "verify again", "go over the steps",
@@ -16,7 +16,7 @@ _REFLECTION_RE = re.compile("|".join(re.escape(k) for k in REFLECTION_KEYWORDS),
 
 
 def reflection_rate(responses: Sequence[str]) -> float:
-    """Fraction of responses containing at least one reflection keyword (seed 004 App. C)."""
+    """Fraction of responses containing at least one reflection keyword (Dr. GRPO App. C)."""
     if not responses:
         return 0.0
     return sum(1 for text in responses if _REFLECTION_RE.search(text)) / len(responses)
@@ -27,7 +27,7 @@ def _mean_or_nan(values: torch.Tensor) -> float:
 
 
 def rollout_metrics(rewards: torch.Tensor, response_lengths: torch.Tensor, correct_threshold: float) -> dict[str, float]:
-    """Reward mean and response length overall / of correct / of wrong responses (seed 004 Fig. 6).
+    """Reward mean and response length overall / of correct / of wrong responses (Dr. GRPO, arXiv:2503.20783, Fig. 6).
 
     A length of a class with no member is NaN (logged as such, not as a misleading 0).
     """

@@ -1,8 +1,8 @@
 """``ExtPolicyLoss``: OpenRLHF's ``PolicyLoss`` with the ``vanilla`` loss and two more aggregations.
 
 Stock settings (``ppo``/``gspo`` with ``token-mean``/``seq-mean-token-mean``) run the stock code
-unchanged. ``vanilla`` (RAFT, seed 000 Eq. 1) and the ``seq-mean-token-sum`` /
-``seq-mean-token-sum-norm`` aggregations (SPEC §3) run :func:`openrlhf_ext.algorithms.policy_loss`
+unchanged. ``vanilla`` (RAFT, arXiv:2504.11343 Eq. 1) and the ``seq-mean-token-sum`` /
+``seq-mean-token-sum-norm`` aggregations (docs/algorithms.md §5) run :func:`openrlhf_ext.algorithms.policy_loss`
 and :func:`openrlhf_ext.algorithms.aggregate_loss`, with the same global normalisers
 (``dp_size``, ``batch_num_tokens``, ``global_batch_size``) that OpenRLHF's actor passes in.
 """

@@ -6,7 +6,7 @@ Differences from stock, all in overridden methods:
 * a rollout batch in which the filter drops every sample skips the update (no forward, no
   optimizer step) with a warning and ``ext/skipped_step = 1``: an optimizer step on an empty batch
   would still move the weights through Adam's momentum;
-* each step adds the SPEC §5 rollout metrics (``ext/*``), prints one line of them
+* each step adds the rollout metrics of docs/algorithms.md, "Metrics" (``ext/*``), prints one line of them
   (:func:`~openrlhf_ext.reporting.console.format_step_line`) and appends the whole status to
   ``<ckpt.output_dir>/metrics.jsonl``;
 * with ``--ext.mlflow_uri``, the configuration, every step's status and the evaluations also go to
@@ -51,7 +51,7 @@ REWARD_LOG_KEYS = ("reward_correct", "reward_format_error", "reward_timed_out", 
 
 
 def reward_step_stats(samples) -> dict[str, float]:
-    """Format-error rate, timeout count and scoring latency p50/p99 of one step (SPEC §4), from the
+    """Format-error rate, timeout count and scoring latency p50/p99 of one step (docs/rewards.md), from the
     per-sample ``extra_logs`` our math reward returns; empty for a reward that does not log them."""
     infos = [sample.info for sample in samples]
     if not infos or not all(key in info for info in infos for key in REWARD_LOG_KEYS):
