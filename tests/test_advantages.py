@@ -1,6 +1,6 @@
-"""SPEC §1 advantage grid on hand-written reward tables.
+"""The advantage grid (docs/algorithms.md §1) on hand-written reward tables.
 
-Every expected value below is worked out by hand from SPEC §1's definitions (the arithmetic is in
+Every expected value below is worked out by hand from the definitions in docs/algorithms.md §1 (the arithmetic is in
 the comments), never recomputed by the code under test.
 """
 

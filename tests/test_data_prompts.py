@@ -1,4 +1,4 @@
-"""Prompt templates, prompt-file loading and building, embedded problem sources (SPEC §4)."""
+"""Prompt templates, prompt-file loading and building, embedded problem sources (docs/rewards.md)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from openrlhf_ext.data import (
 )
 from openrlhf_ext.data.build import main as build_main
 
-# ---------------------------------------------------------------- templates (seed 004 §2.1)
+# ---------------------------------------------------------------- templates (arXiv:2503.20783 §2.1)
 
 
 def test_r1_template_text():

@@ -1,4 +1,4 @@
-"""Evaluation (SPEC §6): pass@k / avg@k estimators, per-benchmark metrics, the scorer and the CLI."""
+"""Evaluation (docs/evaluation.md): pass@k / avg@k estimators, per-benchmark metrics, the scorer and the CLI."""
 
 from __future__ import annotations
 

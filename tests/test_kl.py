@@ -1,4 +1,4 @@
-"""KL estimators k1/k2/k3 (SPEC §2): values, and the gradients they give in the loss / in the reward.
+"""KL estimators k1/k2/k3 (docs/algorithms.md §4): values, and the gradients they give in the loss / in the reward.
 
 The gradient checks use a categorical policy π_θ = softmax(θ) over 5 actions and a fixed
 reference, and take expectations over actions exactly (Σ_a π(a)·…) instead of sampling, so the

@@ -1,4 +1,4 @@
-"""Policy losses (vanilla, PPO clip-higher, dual clip) and global loss aggregation (SPEC §3)."""
+"""Policy losses (vanilla, PPO clip-higher, dual clip) and global loss aggregation (docs/algorithms.md §5)."""
 
 from __future__ import annotations
 

@@ -30,18 +30,18 @@ SCRIPTS = REPO / "examples" / "scripts"
 MODULE = "openrlhf_ext.cli.train_ppo_ray"
 
 # Per recipe: estimator, n samples per prompt, actor lr, KL coefficient / placement / estimator,
-# and what the preset must have turned on. From seed 000 §3 + the authors' verl scripts (RAFT ...
-# PPO), seed 001 §4.2.3 (REINFORCE++), seed 004 §1 + the authors' Oat script (Dr. GRPO).
-SEED000 = {"n": 4, "lr": 1e-6, "kl": 0.001, "kl_loss": True, "kl_est": "k3", "prompts": 1024, "train_batch": 2048}
+# and what the preset must have turned on. From Minimalist (arXiv:2504.11343) §3 + the authors' verl scripts
+# (RAFT ... PPO), REINFORCE++ (arXiv:2501.03262) §4.2.3, Dr. GRPO (arXiv:2503.20783) §1 + the authors' Oat script.
+MINIMALIST = {"n": 4, "lr": 1e-6, "kl": 0.001, "kl_loss": True, "kl_est": "k3", "prompts": 1024, "train_batch": 2048}
 EXPECTED = {
-    "train_raft.sh": {**SEED000, "estimator": "raft", "policy_loss": "vanilla", "positive_only": True, "filter": "none"},
-    "train_raft_pp.sh": {**SEED000, "estimator": "raft_pp", "policy_loss": "ppo", "positive_only": True, "filter": "none"},
-    "train_reinforce.sh": {**SEED000, "estimator": "reinforce_raw", "policy_loss": "ppo", "filter": "none",
+    "train_raft.sh": {**MINIMALIST, "estimator": "raft", "policy_loss": "vanilla", "positive_only": True, "filter": "none"},
+    "train_raft_pp.sh": {**MINIMALIST, "estimator": "raft_pp", "policy_loss": "ppo", "positive_only": True, "filter": "none"},
+    "train_reinforce.sh": {**MINIMALIST, "estimator": "reinforce_raw", "policy_loss": "ppo", "filter": "none",
                            "baseline": "none", "std_scale": "none", "signed_reward": True},
-    "train_reinforce_rej.sh": {**SEED000, "estimator": "reinforce_rej", "policy_loss": "ppo", "filter": "both",
+    "train_reinforce_rej.sh": {**MINIMALIST, "estimator": "reinforce_rej", "policy_loss": "ppo", "filter": "both",
                                "baseline": "none", "std_scale": "none", "signed_reward": True},
-    "train_grpo.sh": {**SEED000, "estimator": "group_norm", "baseline": "group_mean", "std_scale": "group"},
-    "train_ppo.sh": {**SEED000, "estimator": "gae", "n": 1, "train_batch": 512, "kl_loss": False, "kl_est": "k1",
+    "train_grpo.sh": {**MINIMALIST, "estimator": "group_norm", "baseline": "group_mean", "std_scale": "group"},
+    "train_ppo.sh": {**MINIMALIST, "estimator": "gae", "n": 1, "train_batch": 512, "kl_loss": False, "kl_est": "k1",
                      "critic": "Qwen/Qwen2.5-Math-7B", "critic_lr": 1e-5},
     "train_reinforce_pp.sh": {"estimator": "reinforce", "n": 8, "lr": 5e-7, "kl": 0.001, "kl_loss": False,
                               "kl_est": "k1", "prompts": 32, "std_scale": "whiten", "stats": "token",

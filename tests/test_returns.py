@@ -1,4 +1,4 @@
-"""Token-level rewards, returns-to-go and whitening (REINFORCE++ Eq. 8-10, SPEC §2)."""
+"""Token-level rewards, returns-to-go and whitening (REINFORCE++ Eq. 8-10, docs/algorithms.md §3-4)."""
 
 from __future__ import annotations
 

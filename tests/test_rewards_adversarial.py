@@ -1,4 +1,4 @@
-"""Bad input never hangs or crashes scoring (SPEC §4): every call returns within the limit + 1 s, is
+"""Bad input never hangs or crashes scoring (docs/rewards.md): every call returns within the limit + 1 s, is
 scored wrong when it is wrong, the timeouts are counted, and the pool stays healthy."""
 
 from __future__ import annotations

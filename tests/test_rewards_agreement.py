@@ -1,4 +1,4 @@
-"""Agreement on the shared benchmarks (SPEC §4): a response built from the reference answer scores 1
+"""Agreement on the shared benchmarks (docs/rewards.md): a response built from the reference answer scores 1
 in every answer form, a response with a perturbed answer scores 0. Runs through the worker pool,
 as training does."""
 

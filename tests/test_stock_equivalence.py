@@ -1,4 +1,4 @@
-"""Our advantage path reproduces stock OpenRLHF 0.11.2 for its own estimators (SPEC §1).
+"""Our advantage path reproduces stock OpenRLHF 0.11.2 for its own estimators (docs/algorithms.md §6).
 
 The stock side is the real ``RemoteExperienceMaker.compute_advantages_and_returns`` on real
 ``Experience`` objects; the instance is made with ``__new__`` and given only the attributes that
