@@ -10,9 +10,11 @@ import torch
 from openrlhf_ext.algorithms import (
     AdvantageConfig,
     broadcast_to_tokens,
+    compose_token_advantages,
     compute_sample_advantages,
     compute_token_advantages,
     discounted_returns,
+    plan_groups,
     token_returns,
     token_rewards,
     whiten_token_advantages,
@@ -170,6 +172,33 @@ def test_compute_token_advantages_matches_sample_level_without_kl():
         sample_adv, _ = compute_sample_advantages(rewards.view(num_prompts, n), config, lengths.view(num_prompts, n))
         out = compute_token_advantages([rewards], [masks], [list(range(num_prompts * n))], n, config)
         torch.testing.assert_close(out.advantages[0], sample_adv.view(-1, 1) * masks, msg=str(config))
+
+
+@pytest.mark.parametrize("config", ["reinforce", "reinforce_baseline", "lite_ppo", "reinforce_rej", "raft", "rloo",
+                                    AdvantageConfig(baseline="batch_mean", stats="token")])
+def test_group_plan_on_samples_then_tokens_on_regrouped_micro_batches(config):
+    # The experience maker plans on single-sample rollout items before the forward passes and composes
+    # on the micro-batches the forward passes return (another grouping, other order, KL per token):
+    # the result is the one-shot pipeline's, to the bit.
+    gen = torch.Generator().manual_seed(5)
+    num_prompts, n, length = 3, 4, 5
+    total = num_prompts * n
+    masks = (torch.arange(length).unsqueeze(0) < torch.randint(1, length + 1, (total, 1), generator=gen)).float()
+    rewards = torch.randint(0, 2, (total,), generator=gen).float()
+    kl = torch.randn(total, length, generator=gen) * 0.1
+    groups = plan_groups(list(rewards.split(1)), list(masks.split(1)), [[i] for i in range(total)], n, config)
+    perm = torch.randperm(total, generator=gen)
+    batches = [perm[i : i + 5] for i in range(0, total, 5)]
+    args = ([masks[b] for b in batches], [b.tolist() for b in batches])
+    options = {"kl": [kl[b] for b in batches], "kl_coef": 0.05, "gamma": 0.9, "reward_clip_range": (-5.0, 5.0)}
+    composed = compose_token_advantages(groups, *args, config, **options)
+    one_shot = compute_token_advantages([rewards[b] for b in batches], *args, n, config, **options)
+    for mine, theirs in zip(composed.advantages + composed.returns, one_shot.advantages + one_shot.returns,
+                            strict=True):
+        assert torch.equal(mine, theirs)
+    assert composed.stats == one_shot.stats
+    with pytest.raises(ValueError, match="group plan covers 12"):
+        compose_token_advantages(groups, [masks[:8]], [list(range(8))], config)
 
 
 def test_compute_token_advantages_rejects_bad_layout():

@@ -18,7 +18,7 @@ from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController
 
 from openrlhf_ext.cli.args import resolve_train_config
-from openrlhf_ext.trainer.experience_maker import ExtExperienceMaker, row_plan
+from openrlhf_ext.trainer.experience_maker import ExtExperienceMaker, PlannedRollout, row_plan
 from openrlhf_ext.trainer.policy_loss import ExtPolicyLoss
 
 
@@ -134,9 +134,29 @@ def test_all_filtered_batch_is_detected_without_any_forward():
                  "--ext.dropped_rows", "exclude")
     maker = RecordingMaker(args)
     samples = rollout([1.0, 1.0, 0.0, 0.0])
-    assert maker.all_filtered(samples)
+    assert maker.plan_rollout(samples).all_filtered
     assert maker.forwarded == []
-    assert not maker.all_filtered(rollout([1.0, 0.0, 0.0, 0.0]))
+    assert not maker.plan_rollout(rollout([1.0, 0.0, 0.0, 0.0])).all_filtered
+
+
+@pytest.mark.parametrize("estimator", ["reinforce", "reinforce_rej", "lite_ppo"])
+def test_the_controllers_plan_is_used_as_is(estimator):
+    # train_step plans a rollout once (length penalties, group statistics, keep decision) and hands
+    # it on: the experience maker must not plan it again, and gives what it gives when it plans itself.
+    args = parse("--advantage_estimator", estimator, "--n_samples_per_prompt", "4", "--init_kl_coef", "0",
+                 "--ext.dropped_rows", "exclude")
+    rewards = [1.0, 1, 1, 1] + [1.0, -1, -1, 1] + [-1.0, -1, 1, -1]
+    planned_maker, samples = RecordingMaker(args), rollout(rewards)
+    plan = planned_maker.plan_rollout(samples)
+    planned_maker._plan = None  # any second planning would fail
+    planned = planned_maker.make_experience_batch(PlannedRollout(samples, plan))
+    plain_maker = RecordingMaker(args)
+    plain = plain_maker.make_experience_batch(rollout(rewards))
+    assert planned_maker.forwarded == plain_maker.forwarded
+    assert planned_maker.last_metrics == plain_maker.last_metrics
+    for mine, theirs in zip(planned, plain, strict=True):
+        assert mine.index == theirs.index
+        assert torch.equal(mine.advantages, theirs.advantages) and torch.equal(mine.action_mask, theirs.action_mask)
 
 
 def test_zero_advantage_rows_stay_in_the_loss_and_skip_the_forward_without_kl_loss():
@@ -165,7 +185,7 @@ def test_zero_advantage_rows_get_the_forward_when_a_kl_loss_reads_them():
     maker = RecordingMaker(args)
     experiences = maker.make_experience_batch(rollout([1.0, 1.0, 1.0, -1.0]))
     assert sorted(maker.forwarded) == [0, 1, 2, 3]
-    assert not maker.all_filtered(rollout([1.0, 1.0, -1.0, -1.0]))  # uniform rows still carry KL / entropy
+    assert not maker.plan_rollout(rollout([1.0, 1.0, -1.0, -1.0])).all_filtered  # uniform rows still carry KL / entropy
     assert all(int(mask.sum()) > 0 for _, mask in by_sample(experiences).values())
 
 

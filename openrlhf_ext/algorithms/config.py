@@ -109,6 +109,34 @@ class AdvantageConfig:
         return preset.config.replace(**overrides) if overrides else preset.config
 
 
+@dataclass(frozen=True)
+class ExtConfig:
+    """The resolved extension settings the experience maker and the policy loss read.
+
+    Built once by the CLI (``openrlhf_ext.cli.args.finalize_extensions``) from the estimator's preset
+    and the ``--ext.*`` flags, and carried to the Ray actors as ``args.ext_config`` (the arguments are
+    pickled to them), so no worker resolves a preset or reads a switch by name again.
+
+    Attributes:
+        advantage: the grid point; None for ``gae`` (critic-based, stock OpenRLHF's path).
+        gamma: the discount the grid applies: ``--algo.advantage.gamma`` when the preset honours it
+            (:attr:`Preset.honours_gamma`), else 1 as in stock OpenRLHF.
+        dropped_rows: how rows dropped by a filter / ``positive_only`` enter the loss (``exclude`` or
+            ``zero_advantage``, :data:`DROPPED_ROWS`).
+        overlong_filter: truncated responses are masked out of the loss.
+        loss_norm_tokens: MAX_TOKENS of ``seq-mean-token-sum-norm`` (None for the other aggregations).
+    """
+
+    advantage: AdvantageConfig | None
+    gamma: float = 1.0
+    dropped_rows: str = "exclude"
+    overlong_filter: bool = False
+    loss_norm_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("dropped_rows", self.dropped_rows, DROPPED_ROWS)
+
+
 class Setting(NamedTuple):
     """One training setting a preset carries: the value of a CLI flag and where it comes from."""
 

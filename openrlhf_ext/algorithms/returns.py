@@ -6,7 +6,8 @@ from t on (the KL "in reward" of docs/algorithms.md §4). Everything here is vec
 a reversed cumulative sum, gamma < 1 a two-level blocked scan of gamma-power matrices whose
 entries are all ≤ 1, so nothing overflows even at 4096+ tokens.
 
-:func:`compute_token_advantages` chains the whole pipeline over the micro-batches of a rollout,
+:func:`compute_token_advantages` chains the whole pipeline over the micro-batches of a rollout
+(:func:`plan_groups`, reward-only, then :func:`compose_token_advantages`, after the forward passes),
 in the layout OpenRLHF's experience maker keeps them (lists of [b, T] tensors plus each sample's
 global index), so that stock estimators reproduce ``RemoteExperienceMaker.compute_advantages_and_returns``.
 """
@@ -19,7 +20,7 @@ from typing import NamedTuple
 
 import torch
 
-from openrlhf_ext.algorithms.advantages import WHITEN_MIN_VAR, compute_advantage_result
+from openrlhf_ext.algorithms.advantages import WHITEN_MIN_VAR, AdvantageResult, compute_advantage_result
 from openrlhf_ext.algorithms.config import AdvantageConfig, resolve_config
 
 
@@ -205,11 +206,47 @@ def _prompt_major_order(index: Sequence[Sequence[int]], sizes: list[int], n_samp
     return flat
 
 
-def compute_token_advantages(
+def plan_groups(
     rewards: Sequence[torch.Tensor],
     action_mask: Sequence[torch.Tensor],
     index: Sequence[Sequence[int]],
     n_samples_per_prompt: int,
+    config: AdvantageConfig | str,
+) -> AdvantageResult:
+    """The reward-only half of :func:`compute_token_advantages`: the grid's sample stage on the
+    prompt-major [P, n] reward table, with whitening deferred to :func:`compose_token_advantages`.
+
+    It needs no model output (only rewards and response lengths), so a rollout's keep decision and
+    group statistics are known before the forward passes, and computed once.
+
+    Args:
+        rewards: per micro-batch (or per sample), float [b] outcome rewards.
+        action_mask: per micro-batch, [b, T] mask of action tokens (the lengths of ``stats='token'``).
+        index: per micro-batch, the global ids of its samples (sample ``s`` is response ``s % n`` of
+            prompt ``s // n``, as in OpenRLHF's experience maker).
+        n_samples_per_prompt: n.
+        config: grid point or preset name.
+    """
+    config = resolve_config(config)
+    if len(rewards) != len(action_mask):
+        raise ValueError("rewards, action_mask (and kl) must hold the same number of micro-batches")
+    order = _prompt_major_order(index, [int(r.numel()) for r in rewards], n_samples_per_prompt)
+    flat_rewards = torch.cat([r.reshape(-1) for r in rewards])
+    flat_lengths = torch.cat([m.sum(-1) for m in action_mask])
+    table = torch.empty_like(flat_rewards)
+    table[order] = flat_rewards
+    lengths = torch.empty_like(flat_lengths)
+    lengths[order] = flat_lengths
+    sample_config = config.replace(std_scale="none") if config.std_scale == "whiten" else config
+    return compute_advantage_result(
+        table.view(-1, n_samples_per_prompt), sample_config, lengths.view(-1, n_samples_per_prompt)
+    )
+
+
+def compose_token_advantages(
+    groups: AdvantageResult,
+    action_mask: Sequence[torch.Tensor],
+    index: Sequence[Sequence[int]],
     config: AdvantageConfig | str,
     *,
     kl: Sequence[torch.Tensor] | None = None,
@@ -218,47 +255,21 @@ def compute_token_advantages(
     reward_clip_range: tuple[float, float] | None = None,
     whiten_std: bool = True,
 ) -> TokenAdvantageResult:
-    """Token advantages and returns of a whole rollout, given as micro-batches (docs/algorithms.md §3).
-
-    Sample ``s`` (its global id in ``index``) is response ``s % n`` of prompt ``s // n``, as in
-    OpenRLHF's experience maker. The pipeline: the grid's sample stage on the [P, n] reward table
-    (whitening deferred), outcome value at EOS plus −kl_coef·KL per token, returns-to-go with
-    ``gamma``, then, for ``std_scale='whiten'``, whitening over the action tokens of the kept
-    samples (so the KL terms are whitened too, as in REINFORCE++). The caller decides whether a
-    preset honours gamma < 1 (:attr:`~.config.Preset.honours_gamma`).
-
-    Args:
-        rewards: per micro-batch, float [b] outcome rewards.
-        action_mask: per micro-batch, [b, T] mask of action tokens.
-        index: per micro-batch, the global ids of its samples.
-        n_samples_per_prompt: n.
-        config: grid point or preset name.
-        kl: per micro-batch, [b, T] per-token KL estimates for the in-reward penalty.
-        kl_coef: β of the in-reward penalty.
-        gamma: discount in [0, 1].
-        reward_clip_range: clip of the baselined outcome value (OpenRLHF ``--reward.clip_range``).
-        whiten_std: divide by the std when whitening (False = OpenRLHF's ``no_std_norm``).
-    """
+    """The token half of :func:`compute_token_advantages`, on the result of :func:`plan_groups`:
+    outcome value at EOS plus −kl_coef·KL per token, returns-to-go with ``gamma``, then, for
+    ``std_scale='whiten'``, whitening over the action tokens of the kept samples (so the KL terms are
+    whitened too, as in REINFORCE++). ``action_mask`` / ``index`` / ``kl`` are the micro-batches after
+    the forward passes; they may be grouped differently from the ones ``groups`` was planned on."""
     config = resolve_config(config)
-    if len(rewards) != len(action_mask) or (kl is not None and len(kl) != len(rewards)):
+    if kl is not None and len(kl) != len(action_mask):
         raise ValueError("rewards, action_mask (and kl) must hold the same number of micro-batches")
-    sizes = [int(r.numel()) for r in rewards]
-    order = _prompt_major_order(index, sizes, n_samples_per_prompt)
-
-    flat_rewards = torch.cat([r.reshape(-1) for r in rewards])
-    flat_lengths = torch.cat([m.sum(-1) for m in action_mask])
-    table = torch.empty_like(flat_rewards)
-    table[order] = flat_rewards
-    lengths = torch.empty_like(flat_lengths)
-    lengths[order] = flat_lengths
-
-    whiten = config.std_scale == "whiten"
-    sample_config = config.replace(std_scale="none") if whiten else config
-    result = compute_advantage_result(
-        table.view(-1, n_samples_per_prompt), sample_config, lengths.view(-1, n_samples_per_prompt)
-    )
-    values = result.advantages.reshape(-1)[order].split(sizes)
-    keeps = result.keep.reshape(-1)[order].split(sizes)
+    num_prompts, n = groups.keep.shape
+    sizes = [int(m.shape[0]) for m in action_mask]
+    order = _prompt_major_order(index, sizes, n)
+    if order.numel() != num_prompts * n:
+        raise ValueError(f"{order.numel()} samples, but the group plan covers {num_prompts * n}")
+    values = groups.advantages.reshape(-1)[order].split(sizes)
+    keeps = groups.keep.reshape(-1)[order].split(sizes)
 
     returns, advantages, masks = [], [], []
     for k, (value, keep, mask) in enumerate(zip(values, keeps, action_mask, strict=True)):
@@ -277,8 +288,46 @@ def compute_token_advantages(
         returns.append(ret)
         advantages.append(ret * kept_mask)
         masks.append(kept_mask)
-    if whiten:
+    if config.std_scale == "whiten":
         advantages = whiten_token_advantages(
             advantages, masks, sample_weighted=config.stats == "sample", scale=whiten_std
         )
-    return TokenAdvantageResult(advantages, returns, list(keeps), result.stats)
+    return TokenAdvantageResult(advantages, returns, list(keeps), groups.stats)
+
+
+def compute_token_advantages(
+    rewards: Sequence[torch.Tensor],
+    action_mask: Sequence[torch.Tensor],
+    index: Sequence[Sequence[int]],
+    n_samples_per_prompt: int,
+    config: AdvantageConfig | str,
+    *,
+    kl: Sequence[torch.Tensor] | None = None,
+    kl_coef: float = 0.0,
+    gamma: float = 1.0,
+    reward_clip_range: tuple[float, float] | None = None,
+    whiten_std: bool = True,
+) -> TokenAdvantageResult:
+    """Token advantages and returns of a whole rollout, given as micro-batches (docs/algorithms.md §1-2):
+    :func:`plan_groups` then :func:`compose_token_advantages`. The caller decides whether a preset
+    honours gamma < 1 (:attr:`~.config.Preset.honours_gamma`).
+
+    Args:
+        rewards: per micro-batch, float [b] outcome rewards.
+        action_mask: per micro-batch, [b, T] mask of action tokens.
+        index: per micro-batch, the global ids of its samples.
+        n_samples_per_prompt: n.
+        config: grid point or preset name.
+        kl: per micro-batch, [b, T] per-token KL estimates for the in-reward penalty.
+        kl_coef: β of the in-reward penalty.
+        gamma: discount in [0, 1].
+        reward_clip_range: clip of the baselined outcome value (OpenRLHF ``--reward.clip_range``).
+        whiten_std: divide by the std when whitening (False = OpenRLHF's ``no_std_norm``).
+    """
+    if kl is not None and len(kl) != len(rewards):
+        raise ValueError("rewards, action_mask (and kl) must hold the same number of micro-batches")
+    groups = plan_groups(rewards, action_mask, index, n_samples_per_prompt, config)
+    return compose_token_advantages(
+        groups, action_mask, index, config, kl=kl, kl_coef=kl_coef, gamma=gamma,
+        reward_clip_range=reward_clip_range, whiten_std=whiten_std,
+    )

@@ -44,6 +44,7 @@ from openrlhf_ext.algorithms.config import (
     PRESETS,
     STOCK_ESTIMATORS,
     AdvantageConfig,
+    ExtConfig,
     Preset,
     get_preset,
 )
@@ -354,7 +355,8 @@ def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[
 
 
 def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.Namespace:
-    """Expand the estimator preset into the grid switches; validate what we added."""
+    """Expand the estimator preset into the grid switches; validate what we added; build the one typed
+    :class:`~openrlhf_ext.algorithms.config.ExtConfig` the workers read (``args.ext_config``)."""
     get = lambda key: getattr(ns, key)  # noqa: E731
     laptop = _size_layout(ns, explicit)
     embedded = _fill_embedded_defaults(ns, explicit)
@@ -376,6 +378,7 @@ def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.
             overrides[switch] = get(f"ext.{switch}")
     if get("ext.positive_only") is not None:
         overrides["positive_only"] = get("ext.positive_only") == "on"
+    config: AdvantageConfig | None = None
     if preset.config is None:
         if overrides:
             raise ConfigError(
@@ -388,7 +391,7 @@ def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.
         except ValueError as err:
             flags = ", ".join(f"--ext.{k}" for k in overrides) or "--algo.advantage.estimator"
             raise ConfigError(f"{flags}: {err}") from None
-        for key, value in dataclasses.asdict(config).items():
+        for key, value in dataclasses.asdict(config).items():  # the flags' resolved values, for the record
             setattr(ns, f"ext.{key}", value)
         from_preset |= {f"ext.{switch}" for switch in GRID_SWITCHES if switch not in overrides}
         if not get("ext.signed_reward"):
@@ -426,6 +429,9 @@ def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.
         if norm <= 0:
             raise ConfigError(f"--ext.loss_norm_tokens: must be positive, got {norm}")
         setattr(ns, "ext.loss_norm_tokens", norm)
+    gamma = get("algo.advantage.gamma") if preset.honours_gamma else 1.0
+    ns.ext_config = ExtConfig(config, gamma, get("ext.dropped_rows"), get("ext.overlong_filter"),
+                              get("ext.loss_norm_tokens"))
 
     saves_checkpoints = get("ckpt.save_steps") > 0 and not get("ckpt.disable_ds")
     if get("ext.max_restarts") is None:  # a restart resumes from a checkpoint: none to resume from, no restarts
@@ -479,7 +485,7 @@ def _provenance(ns: argparse.Namespace, explicit: set[str], from_preset: set[str
             return "cpu"
         return "embedded" if dest in embedded else "stock"
 
-    return {dest: origin(dest) for dest in sorted(vars(ns)) if dest not in ("print_config", "provenance")}
+    return {dest: origin(dest) for dest in sorted(vars(ns)) if dest not in ("print_config", "provenance", "ext_config")}
 
 
 def _choose_cpu_param_dtype(ns: argparse.Namespace, explicit: set[str]) -> set[str]:

@@ -1,7 +1,11 @@
 """``ExtExperienceMaker``: OpenRLHF's experience maker with the advantage grid of docs/algorithms.md §1.
 
 For every critic-free estimator (the stock names included) the advantages and returns come from
-:func:`openrlhf_ext.algorithms.compute_token_advantages`; ``gae`` keeps the stock path.
+the grid of :mod:`openrlhf_ext.algorithms`, configured by ``args.ext_config`` (the CLI's resolved
+:class:`~openrlhf_ext.algorithms.ExtConfig`); ``gae`` keeps the stock path. The grid runs in two
+halves: :meth:`ExtExperienceMaker.plan_rollout` takes the reward-only half once per rollout, before
+any forward pass (:class:`RolloutPlan`: the group statistics, the keep decision, the row plan), and
+the token half (KL in the reward, returns, whitening) reuses it after the forward passes.
 
 Filtering. With a rule-based reward the rewards arrive with the rollout, so the samples a filter
 (or ``positive_only``) drops are known before any model runs. How they enter the loss is
@@ -22,13 +26,12 @@ Overlong filtering (``--ext.overlong_filter``, Tricks or Traps, arXiv:2508.08221
 (finish reason ``length``) are masked out of the loss like excluded rows, after the advantages are
 computed (they still count in the group statistics); the number is logged as ``overlong_masked``.
 
-A batch with no row left in the loss is reported through :attr:`all_filtered`; the trainer then
-skips the optimizer step.
+A batch with no row left in the loss is reported through :attr:`RolloutPlan.all_filtered`; the
+trainer then skips the optimizer step.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -37,18 +40,11 @@ from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 from openrlhf.trainer.ppo_utils.length_penalty import apply_length_penalties
 from openrlhf.utils.logging_utils import init_logger
 
-from openrlhf_ext.algorithms import AdvantageConfig, compute_advantage_result, compute_token_advantages, get_preset
+from openrlhf_ext.algorithms import AdvantageResult, compose_token_advantages, plan_groups
 from openrlhf_ext.trainer.metrics import rollout_metrics
 from openrlhf_ext.trainer.policy_loss import SKIPPED_LOG_PROB
 
 logger = init_logger(__name__)
-
-
-def advantage_config_from_args(args) -> AdvantageConfig | None:
-    """The grid point the resolved CLI arguments describe; None for the critic-based ``gae``."""
-    if get_preset(args.algo.advantage.estimator).config is None:
-        return None
-    return AdvantageConfig(**{f.name: getattr(args.ext, f.name) for f in dataclasses.fields(AdvantageConfig)})
 
 
 def row_plan(
@@ -81,58 +77,75 @@ def truncated_rows(items: list[Experience], max_new_tokens: int | None) -> torch
     return torch.cat(flags)
 
 
-@dataclass
-class _PreparedRollout:
-    """A rollout batch with penalties applied and the filter decision taken (once per batch)."""
+@dataclass(frozen=True)
+class RolloutPlan:
+    """What a rollout's rewards decide, once, before any forward pass (tensors by global sample id).
 
-    samples: list
-    in_loss: torch.Tensor  # bool [N], rollout order
-    forward: torch.Tensor  # bool [N]
-    stats: dict[str, float]
+    Attributes:
+        groups: the grid's reward-only stage (:func:`~openrlhf_ext.algorithms.plan_groups`): sample
+            values, keep decision and group statistics, prompt-major [P, n].
+        in_loss: bool [N], the row enters the loss (:func:`row_plan`).
+        forward: bool [N], the row needs the rollout forward passes.
+        truncated: bool [N], masked out by overlong filtering.
+    """
+
+    groups: AdvantageResult
+    in_loss: torch.Tensor
+    forward: torch.Tensor
+    truncated: torch.Tensor
+
+    @property
+    def all_filtered(self) -> bool:
+        """No row is left in the loss: the trainer skips the optimizer step."""
+        return not bool(self.in_loss.any())
+
+
+class PlannedRollout(list):
+    """Rollout samples with their :class:`RolloutPlan` (None: nothing to plan, see
+    :meth:`ExtExperienceMaker.plan_rollout`). The controller plans a rollout once and hands it to stock
+    ``train_step`` in this form, which passes it on to :meth:`ExtExperienceMaker.make_experience_batch`."""
+
+    def __init__(self, samples: list[Experience], plan: RolloutPlan | None) -> None:
+        super().__init__(samples)
+        self.plan = plan
 
 
 class ExtExperienceMaker(RemoteExperienceMaker):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.grid = advantage_config_from_args(self.args)
-        preset = get_preset(self.advantage_estimator)
-        # Stock OpenRLHF honours gamma < 1 only for `reinforce` (and gae); keep that behaviour.
-        self.gamma = self.args.algo.advantage.gamma if preset.honours_gamma else 1.0
-        self._prepared: _PreparedRollout | None = None
+        self.ext_config = self.args.ext_config  # resolved once by the CLI
+        self.grid = self.ext_config.advantage
         self.last_metrics: dict[str, float] = {}
 
     # -- filtering decision --------------------------------------------------------------------
 
-    def prepare(self, rollout_samples: list[Experience]) -> _PreparedRollout | None:
-        """Apply length penalties and decide which samples survive the filter.
+    def plan_rollout(self, rollout_samples: list[Experience]) -> RolloutPlan | None:
+        """Number the samples, apply length penalties and plan the rollout (call once per rollout:
+        the penalties change the rewards).
 
         Returns None when the rewards are not known yet (a reward *model* scores them during
         make_experience) or the estimator is ``gae``.
         """
-        if self._prepared is not None and self._prepared.samples is rollout_samples:
-            return self._prepared
         if self.grid is None or any(s.rewards is None for s in rollout_samples):
             return None
+        for i, sample in enumerate(rollout_samples):
+            sample.index = [i]  # global ids, carried into the masked rows
         self._shape_rewards(rollout_samples)
-        n = self.args.rollout.n_samples_per_prompt
-        rewards = torch.cat([s.rewards.reshape(-1) for s in rollout_samples])
-        if rewards.numel() % n:
-            raise ValueError(f"rollout of {rewards.numel()} samples is not made of groups of n_samples_per_prompt={n}")
-        result = compute_advantage_result(rewards.view(-1, n), self.grid)
-        in_loss, forward, _ = self._row_plan(rollout_samples, result.keep.reshape(-1))
-        self._prepared = _PreparedRollout(rollout_samples, in_loss, forward, result.stats)
-        return self._prepared
+        return self._plan(rollout_samples)
 
-    def _row_plan(
-        self, items: list[Experience], keep: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:func:`row_plan` for these rows under the run's flags, plus the overlong mask it used."""
-        args = self.args
-        truncated = torch.zeros_like(keep)
-        if args.ext.overlong_filter:
-            truncated = truncated_rows(items, args.rollout.max_new_tokens)
+    def _plan(self, items: list[Experience]) -> RolloutPlan:
+        """The group stage and :func:`row_plan` of these rows (rewards shaped, ``index`` set)."""
+        args, config = self.args, self.ext_config
+        index = [list(item.index) for item in items]
+        groups = plan_groups([item.rewards for item in items], [item.action_mask for item in items], index,
+                             args.rollout.n_samples_per_prompt, self.grid)
+        ids = torch.tensor([i for idx in index for i in idx], dtype=torch.long)
+        truncated = torch.zeros(ids.numel(), dtype=torch.bool)
+        if config.overlong_filter:
+            truncated[ids] = truncated_rows(items, args.rollout.max_new_tokens)
         kl_loss = args.algo.kl.use_loss and args.algo.kl.init_coef > 0
-        return (*row_plan(keep, truncated, args.ext.dropped_rows, kl_loss), truncated)
+        in_loss, forward = row_plan(groups.keep.reshape(-1), truncated, config.dropped_rows, kl_loss)
+        return RolloutPlan(groups, in_loss, forward, truncated)
 
     def batch_metrics(self, experiences: list[Experience]) -> dict[str, float]:
         """Reward mean and response lengths (overall, correct, wrong) of a rollout (docs/algorithms.md, "Metrics")."""
@@ -140,27 +153,24 @@ class ExtExperienceMaker(RemoteExperienceMaker):
         lengths = torch.cat([e.response_length.reshape(-1) for e in experiences])
         return rollout_metrics(rewards, lengths, self.grid.correct_threshold)
 
-    def all_filtered(self, rollout_samples: list[Experience]) -> bool:
-        prepared = self.prepare(rollout_samples)
-        return prepared is not None and not bool(prepared.in_loss.any())
-
     # -- experience making ---------------------------------------------------------------------
 
     @torch.no_grad()
     def make_experience_batch(self, rollout_samples: list[Experience]) -> list[Experience]:
-        prepared = self.prepare(rollout_samples)
-        self._prepared = None
-        if prepared is None:  # gae, or rewards from a reward model: every sample goes through the forwards
+        """Stock entry point. A :class:`PlannedRollout` brings its plan; other samples are planned here."""
+        if isinstance(rollout_samples, PlannedRollout):
+            plan = rollout_samples.plan
+        else:
+            plan = self.plan_rollout(rollout_samples)
+        if plan is None:  # gae, or rewards from a reward model: every sample goes through the forwards
             return super().make_experience_batch(rollout_samples)
-        for i, sample in enumerate(rollout_samples):
-            sample.index = [i]  # global ids, carried into the masked rows
-        forward_ids = prepared.forward.nonzero().flatten().tolist()
-        skipped_ids = (~prepared.forward).nonzero().flatten().tolist()
+        forward_ids = plan.forward.nonzero().flatten().tolist()
+        skipped_ids = (~plan.forward).nonzero().flatten().tolist()
         experiences = _interleave(
             self._forward_kept(rollout_samples, forward_ids),
             self._masked_rows([rollout_samples[i] for i in skipped_ids]),
         )
-        self._grid_advantages(experiences)
+        self._grid_advantages(experiences, plan)
         self.last_metrics["forward_skipped_fraction"] = len(skipped_ids) / len(rollout_samples)
         return experiences
 
@@ -198,7 +208,7 @@ class ExtExperienceMaker(RemoteExperienceMaker):
         if self.grid is None:
             return super().compute_advantages_and_returns(experiences)
         self._shape_rewards(experiences)
-        self._grid_advantages(experiences)
+        self._grid_advantages(experiences, self._plan(experiences))
         self.last_metrics["forward_skipped_fraction"] = 0.0
         return experiences
 
@@ -208,28 +218,27 @@ class ExtExperienceMaker(RemoteExperienceMaker):
             item.rewards = item.rewards.to(torch.promote_types(item.rewards.dtype, torch.float32))
         apply_length_penalties(items, self.args)
 
-    def _grid_advantages(self, experiences: list[Experience]) -> None:
+    def _grid_advantages(self, experiences: list[Experience], plan: RolloutPlan) -> None:
+        """The token half of the grid (KL in the reward, returns, whitening) on the planned group stage."""
         if not experiences:
             return
         args = self.args
-        result = compute_token_advantages(
-            [e.rewards for e in experiences],
+        result = compose_token_advantages(
+            plan.groups,
             [e.action_mask for e in experiences],
             [e.index for e in experiences],
-            args.rollout.n_samples_per_prompt,
             self.grid,
             kl=[e.kl for e in experiences],
             kl_coef=self.kl_ctl.value,
-            gamma=self.gamma,
+            gamma=self.ext_config.gamma,
             reward_clip_range=tuple(args.reward.clip_range),
             whiten_std=not args.algo.advantage.no_std_norm,
         )
-        in_loss, _, truncated = self._row_plan(experiences, torch.cat(result.keep))
-        self.last_metrics = {**result.stats, **self.batch_metrics(experiences), "overlong_masked": int(truncated.sum())}
-        for exp, adv, ret, rows in zip(
-            experiences, result.advantages, result.returns, in_loss.split([len(e.index) for e in experiences]),
-            strict=True,
-        ):
+        self.last_metrics = {**result.stats, **self.batch_metrics(experiences),
+                             "overlong_masked": int(plan.truncated.sum())}
+        for exp, adv, ret in zip(experiences, result.advantages, result.returns, strict=True):
+            rows = plan.in_loss[torch.tensor(exp.index, dtype=torch.long)]
+
             exp.advantages = adv
             exp.returns = ret
             # Rows out of the loss become masked rows: no loss, no token or sequence count.

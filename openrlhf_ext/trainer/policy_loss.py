@@ -43,7 +43,7 @@ class ExtPolicyLoss(PolicyLoss):
         low, high = args.actor.eps_clip_low_high
         return cls(
             loss_agg_mode=args.actor.loss_agg_mode,
-            max_tokens=args.ext.loss_norm_tokens,
+            max_tokens=args.ext_config.loss_norm_tokens,
             clip_eps_low=low,
             clip_eps_high=high,
             dual_clip=args.actor.dual_clip,

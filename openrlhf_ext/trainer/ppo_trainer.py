@@ -30,7 +30,7 @@ from openrlhf_ext.reporting.curves import METRICS_FILE
 from openrlhf_ext.reporting.failures import check_rewards
 from openrlhf_ext.reporting.mlflow_logger import mlflow_logger_for
 from openrlhf_ext.rewards import summarize_logs
-from openrlhf_ext.trainer.experience_maker import ExtExperienceMaker
+from openrlhf_ext.trainer.experience_maker import ExtExperienceMaker, PlannedRollout
 from openrlhf_ext.trainer.metrics import reflection_rate
 
 logger = init_logger(__name__)
@@ -123,17 +123,17 @@ class _ExtPPOTrainer(PPOTrainer.__ray_actor_class__):
         reflection = reflection_rate(response_texts(rollout_samples, self.tokenizer))
         reward_stats = reward_step_stats(rollout_samples)
         maker = self.experience_maker
-        skipped = maker.all_filtered(rollout_samples)
+        plan = maker.plan_rollout(rollout_samples)  # once per rollout; the experience maker reuses it
+        skipped = plan is not None and plan.all_filtered
         if skipped:
             logger.warning(
                 f"step {global_step + 1}: the {maker.grid.filter!r} filter dropped all {len(rollout_samples)} samples; "
                 "skipping the update (no optimizer step)"
             )
-            metrics = {**maker.prepare(rollout_samples).stats, **maker.batch_metrics(rollout_samples),
-                       "forward_skipped_fraction": 1.0}
+            metrics = {**plan.groups.stats, **maker.batch_metrics(rollout_samples), "forward_skipped_fraction": 1.0}
             status, global_step = self._compute_rollout_stats(rollout_samples), global_step + 1
         else:
-            status, global_step = super().train_step(rollout_samples, global_step)
+            status, global_step = super().train_step(PlannedRollout(rollout_samples, plan), global_step)
             metrics = maker.last_metrics
             self.trained_steps += 1
         status.update({f"ext/{k}": v for k, v in metrics.items()})
