@@ -38,10 +38,15 @@ from types import SimpleNamespace
 from typing import Any, NoReturn
 
 from openrlhf_ext.algorithms.config import (
+    BASELINES,
     DROPPED_ROWS,
     ESTIMATOR_ALIASES,
     FILTERS,
+    LOSS_AGG_MODES,
+    POLICY_LOSS_TYPES,
     PRESETS,
+    STATS,
+    STD_SCALES,
     STOCK_ESTIMATORS,
     AdvantageConfig,
     ExtConfig,
@@ -59,8 +64,6 @@ from openrlhf_ext.rewards.config import signed_reward_off_effect
 STOCK_MODULE = "openrlhf.cli.train_ppo_ray"
 PROG = "python -m openrlhf_ext.cli.train_ppo_ray"
 
-NEW_LOSS_AGG_MODES = ("seq-mean-token-sum", "seq-mean-token-sum-norm")
-NEW_POLICY_LOSS_TYPES = ("vanilla",)
 NEW_PARAM_DTYPES = ("fp32",)  # the CPU default where bf16 would be emulated
 
 
@@ -210,13 +213,13 @@ def _add_ext_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ext.filter", choices=FILTERS, default=None,
                        help="drop prompt groups whose responses are all wrong / all correct / either, or whose "
                             "rewards are all equal (zero_std)")
-    group.add_argument("--ext.positive_only", choices=["on", "off"], default=None,
+    group.add_argument("--ext.positive_only", choices=ON_OFF, default=None,
                        help="keep only correct responses, advantage 1 (RAFT)")
-    group.add_argument("--ext.baseline", choices=["none", "group_mean", "group_loo", "batch_mean"], default=None,
+    group.add_argument("--ext.baseline", choices=BASELINES, default=None,
                        help="baseline subtracted from the reward")
-    group.add_argument("--ext.std_scale", choices=["none", "group", "batch", "whiten"], default=None,
+    group.add_argument("--ext.std_scale", choices=STD_SCALES, default=None,
                        help="std the baselined reward is divided by")
-    group.add_argument("--ext.stats", choices=["sample", "token"], default=None,
+    group.add_argument("--ext.stats", choices=STATS, default=None,
                        help="weight batch statistics per sample or per action token")
     group.add_argument("--ext.correct_threshold", type=float, default=0.0,
                        help="a response is correct when its reward is above this")
@@ -323,8 +326,8 @@ def _one_line_error(parser: argparse.ArgumentParser, message: str) -> None:
 
 def extend_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _extend_choices(parser, "algo.advantage.estimator", [*PRESETS, *ESTIMATOR_ALIASES])
-    _extend_choices(parser, "actor.policy_loss_type", NEW_POLICY_LOSS_TYPES)
-    _extend_choices(parser, "actor.loss_agg_mode", NEW_LOSS_AGG_MODES)
+    _extend_choices(parser, "actor.policy_loss_type", POLICY_LOSS_TYPES)
+    _extend_choices(parser, "actor.loss_agg_mode", LOSS_AGG_MODES)
     _extend_choices(parser, "ds.param_dtype", NEW_PARAM_DTYPES)
     _add_ext_arguments(parser)
     _add_legacy_aliases(parser)

@@ -18,6 +18,9 @@ would be taken for a placeholder.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 R1_TEMPLATE = (
@@ -33,23 +36,64 @@ QWEN_MATH_TEMPLATE = (
 )
 MINIMALIST_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 MINIMALIST_SUFFIX = "Let's think step by step and output the final answer within \\boxed{}."
-TEMPLATE_NAMES = ("r1", "qwen_math", "none", "chat", "minimalist")
-CHAT_TEMPLATES = ("chat", "minimalist")
-"""The templates that render through the tokenizer's chat template."""
 
-_TEXT_TEMPLATES = {"r1": R1_TEMPLATE, "qwen_math": QWEN_MATH_TEMPLATE, "none": "{question}"}
+
+@dataclass(frozen=True)
+class Template:
+    """A prompt template and the answer form its responses are checked for (docs/rewards.md).
+
+    Attributes:
+        name: its value of ``--ext.template`` (and of ``--template`` in the evaluation and data commands).
+        text: a ``str.format`` text with ``{question}``; None: rendered by the tokenizer's chat template.
+        system: chat templates only, a system turn before the question (None: no system turn).
+        question_suffix: chat templates only, appended to the question after a space.
+        answer_forms: the answer forms (extraction rules of :mod:`openrlhf_ext.rewards.extract`) that
+            count as well formatted; None: any explicit form (the last-number fallback never is one).
+    """
+
+    name: str
+    text: str | None
+    system: str | None = None
+    question_suffix: str = ""
+    answer_forms: tuple[str, ...] | None = None
+
+    @property
+    def tagged(self) -> bool:
+        """The prompt opens ``<think>``; the response must close it and answer in ``<answer>`` tags
+        (the r1 format check, and Dr. GRPO's strict reward)."""
+        return self.answer_forms == ("answer_tag",)
+
+
+_TEMPLATE_LIST = (
+    Template("r1", R1_TEMPLATE, answer_forms=("answer_tag",)),
+    Template("qwen_math", QWEN_MATH_TEMPLATE, answer_forms=("boxed",)),
+    Template("none", "{question}"),
+    Template("chat", None),
+    Template("minimalist", None, system=MINIMALIST_SYSTEM, question_suffix=MINIMALIST_SUFFIX,
+             answer_forms=("boxed",)),
+)
+TEMPLATES: Mapping[str, Template] = MappingProxyType({t.name: t for t in _TEMPLATE_LIST})
+"""Every prompt template: the one list the CLI's choices, the data builder and the reward read."""
+TEMPLATE_NAMES = tuple(TEMPLATES)
+
+
+def get_template(name: str) -> Template:
+    """The :class:`Template` called ``name``; an unknown name raises ``ValueError`` listing the valid ones."""
+    try:
+        return TEMPLATES[name]
+    except KeyError:
+        raise ValueError(f"unknown template {name!r}; expected one of {TEMPLATE_NAMES}") from None
 
 
 def apply_template(problem: str, name: str, tokenizer: Any | None = None) -> str:
-    """The prompt for ``problem`` under template ``name`` (``chat`` needs a HF ``tokenizer``)."""
-    if name in CHAT_TEMPLATES:
-        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ValueError(f"template {name!r} needs a tokenizer that has a chat_template")
-        messages = [{"role": "user", "content": problem}]
-        if name == "minimalist":
-            messages = [{"role": "system", "content": MINIMALIST_SYSTEM},
-                        {"role": "user", "content": f"{problem} {MINIMALIST_SUFFIX}"}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    if name not in _TEXT_TEMPLATES:
-        raise ValueError(f"unknown template {name!r}; expected one of {TEMPLATE_NAMES}")
-    return _TEXT_TEMPLATES[name].format(question=problem)
+    """The prompt for ``problem`` under template ``name`` (chat templates need a HF ``tokenizer``)."""
+    template = get_template(name)
+    if template.text is not None:
+        return template.text.format(question=problem)
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"template {name!r} needs a tokenizer that has a chat_template")
+    question = f"{problem} {template.question_suffix}" if template.question_suffix else problem
+    messages = [{"role": "user", "content": question}]
+    if template.system is not None:
+        messages.insert(0, {"role": "system", "content": template.system})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, fields
 
 from openrlhf_ext.data.templates import TEMPLATE_NAMES
 
-TEMPLATES = TEMPLATE_NAMES
 ENV_PREFIX = "OPENRLHF_EXT_REWARD_"
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -32,8 +31,9 @@ class RewardConfig:
         format_coef: penalty subtracted when the response is badly formatted, in [0, 1)
             [``OPENRLHF_EXT_REWARD_FORMAT_COEF``]; see :func:`openrlhf_ext.rewards.scoring.reward_value`.
         timeout_s: hard wall-clock limit of one scoring call, seconds [``OPENRLHF_EXT_REWARD_TIMEOUT``].
-        template: prompt template the responses answer (``r1``, ``qwen_math``, ``none``, ``chat``) or
-            ``None`` (lenient format check) [``OPENRLHF_EXT_REWARD_TEMPLATE``].
+        template: prompt template the responses answer (a name of
+            :data:`openrlhf_ext.data.templates.TEMPLATES`) or ``None`` (lenient format check)
+            [``OPENRLHF_EXT_REWARD_TEMPLATE``].
         workers: scoring worker processes per reward-calling process [``OPENRLHF_EXT_REWARD_WORKERS``].
         fallback: use the last-number fallback extraction [``OPENRLHF_EXT_REWARD_FALLBACK``].
         strict: Dr. GRPO's strict reward (sail-sg/understand-r1-zero ``math_grader.py``): only the
@@ -56,8 +56,8 @@ class RewardConfig:
             raise ValueError(f"format_coef must be in [0, 1), got {self.format_coef}")
         if not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
-        if self.template is not None and self.template not in TEMPLATES:
-            raise ValueError(f"template must be one of {TEMPLATES} or None, got {self.template!r}")
+        if self.template is not None and self.template not in TEMPLATE_NAMES:
+            raise ValueError(f"template must be one of {TEMPLATE_NAMES} or None, got {self.template!r}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
 

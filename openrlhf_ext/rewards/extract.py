@@ -22,12 +22,17 @@ import re
 from collections import deque
 from dataclasses import dataclass
 
+from openrlhf_ext.data.templates import TEMPLATE_NAMES, TEMPLATES
+
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _GSM8K_RE = re.compile(r"####\s*(-?\$?\s*[0-9][0-9,]*(?:\.[0-9]+)?)")
 _NUMBER_RE = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?(?:\s*/\s*[0-9]+)?")
 _THOUSANDS_RE = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
 # Trailing end-of-sequence markers a decoded query carries (ChatML, Llama-3, SentencePiece, GPT-2).
 _TRAILING_SPECIAL_RE = re.compile(r"(?:\s|<\|[a-z_]+\|>|</s>|<eos>)+\Z")
+EXPLICIT_FORMS = ("answer_tag", "boxed", "gsm8k")
+"""The rules above whose answer a response gives on purpose: a template's answer forms
+(:attr:`openrlhf_ext.data.templates.Template.answer_forms`) are some of these, all of them by default."""
 
 
 @dataclass(frozen=True)
@@ -123,11 +128,16 @@ def extract_answer(response: str, fallback: bool = True) -> Extraction:
     return Extraction(None, "none")
 
 
+def _tagged(template: str | None) -> bool:
+    found = TEMPLATES.get(template) if template is not None else None
+    return found is not None and found.tagged
+
+
 def strict_extraction(response: str, template: str | None) -> Extraction:
-    """Dr. GRPO's reward extraction (sail-sg/understand-r1-zero ``math_grader.py``): under ``r1`` the
-    response must contain ``</think> <answer>`` and ``</answer>`` (answer: the text after the last
-    ``<answer>``, or the box inside it); under any other template only a ``\\boxed{}`` counts."""
-    if template != "r1":
+    """Dr. GRPO's reward extraction (sail-sg/understand-r1-zero ``math_grader.py``): under a tagged
+    template (``r1``) the response must contain ``</think> <answer>`` and ``</answer>`` (answer: the text
+    after the last ``<answer>``, or the box inside it); under any other template only a ``\\boxed{}`` counts."""
+    if not _tagged(template):
         boxed = last_boxed(response)
         return Extraction(boxed, "boxed") if boxed else Extraction(None, "none")
     if "</think> <answer>" not in response or "</answer>" not in response:
@@ -138,31 +148,20 @@ def strict_extraction(response: str, template: str | None) -> Extraction:
     return Extraction(tagged, "answer_tag") if tagged else Extraction(None, "none")
 
 
-# Which extraction rules count as "well formatted" for each prompt template (docs/rewards.md).
-# r1 asks for <answer> tags; qwen_math asks for \boxed{}; without an explicit instruction any of the
-# three explicit forms is accepted. The fallback is never a well-formatted answer.
-_FORMAT_METHODS = {
-    "r1": ("answer_tag",),
-    "qwen_math": ("boxed",),
-    "minimalist": ("boxed",),
-    "none": ("answer_tag", "boxed", "gsm8k"),
-    "chat": ("answer_tag", "boxed", "gsm8k"),
-    None: ("answer_tag", "boxed", "gsm8k"),
-}
-
-
 def is_well_formatted(response: str, extraction: Extraction, template: str | None) -> bool:
     """Format check of the response for ``template``.
 
-    For ``r1`` the response (which continues the prompt's opening ``<think>``) must close the think
-    block, then give one ``<answer>...</answer>`` block, with only whitespace or end-of-sequence
-    tokens after it. For the others, the answer must come from one of the explicit forms.
+    The answer must come from one of the template's answer forms (any of :data:`EXPLICIT_FORMS`
+    without a template). Under a tagged template (``r1``) the response (which continues the prompt's
+    opening ``<think>``) must also close the think block, then give one ``<answer>...</answer>``
+    block, with only whitespace or end-of-sequence tokens after it.
     """
-    if template not in _FORMAT_METHODS:
-        raise ValueError(f"unknown template {template!r}; expected one of r1, qwen_math, none, chat")
-    if extraction.method not in _FORMAT_METHODS[template]:
+    if template is not None and template not in TEMPLATES:
+        raise ValueError(f"unknown template {template!r}; expected one of {', '.join(TEMPLATE_NAMES)}")
+    forms = None if template is None else TEMPLATES[template].answer_forms
+    if extraction.method not in (forms or EXPLICIT_FORMS):
         return False
-    if template != "r1":
+    if not _tagged(template):
         return True
     think_end = response.find("</think>")
     answer_start = response.rfind("<answer>")

@@ -30,7 +30,8 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from openrlhf_ext.rewards.config import TEMPLATES, RewardConfig
+from openrlhf_ext.data.templates import TEMPLATE_NAMES
+from openrlhf_ext.rewards.config import RewardConfig
 from openrlhf_ext.rewards.pool import ScoringPool
 from openrlhf_ext.rewards.scoring import score_queries
 
@@ -129,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=env_config.timeout_s, help="hard limit per response, s")
     parser.add_argument("--signed", action=argparse.BooleanOptionalAction, default=env_config.signed)
     parser.add_argument("--format-coef", type=float, default=env_config.format_coef)
-    parser.add_argument("--template", choices=TEMPLATES, default=env_config.template)
+    parser.add_argument("--template", choices=TEMPLATE_NAMES, default=env_config.template)
     parser.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=env_config.fallback)
     parser.add_argument("--strict", action=argparse.BooleanOptionalAction, default=env_config.strict,
                         help="Dr. GRPO's strict per-template answer extraction")
