@@ -14,7 +14,7 @@ rm -rf "$OUT"
 .venv/bin/python - "$OUT" <<'PY'
 import sys
 
-from openrlhf_ext.eval.curves import head_tail_means, load_metrics
+from openrlhf_ext.reporting.curves import head_tail_means, load_metrics
 
 records = load_metrics(f"{sys.argv[1]}/metrics.jsonl")
 first, last = head_tail_means(records, "ext/correct_fraction", k=5)
