@@ -83,8 +83,11 @@ REACHES: tuple[Reach, ...] = (
           "policy loss, atomic checkpoints", value="openrlhf_ext.trainer.actors:ExtPolicyModelActor"),
     # -- policy worker ------------------------------------------------------------------------------
     Reach("openrlhf.trainer.ray.ppo_actor:ActorPPOTrainer", Where.POLICY_WORKER, "stock model init builds the "
-          "actor trainer by this name: ours has the vanilla loss, the seq-mean aggregations, masked rows",
+          "actor trainer by this name: ours has the vanilla loss, the seq-mean aggregations, training that skips rows which cannot change the gradient",
           value="openrlhf_ext.trainer.actors:ExtActorPPOTrainer"),
+    Reach("openrlhf.trainer.ray.ppo_actor:iter_grad_accum_global_norm", Where.POLICY_WORKER, "the loss normalisers "
+          "of an optimizer step count the rows the training skipped (they cannot change the gradient but count "
+          "in stock's token / sequence means)", wrap="openrlhf_ext.trainer.train_rows:normalising_over_drawn_rows"),
     Reach("openrlhf.utils.deepspeed.deepspeed:DeepspeedStrategy.save_ckpt", Where.POLICY_WORKER, "stock deletes old "
           "checkpoints before writing the new one in place: write, verify, then switch `latest`",
           wrap="openrlhf_ext.trainer.checkpoints:atomic_save_ckpt_method"),

@@ -8,6 +8,7 @@ from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer, PolicyModelActor
 
 from openrlhf_ext.reaches import Where, apply
 from openrlhf_ext.trainer.policy_loss import ExtPolicyLoss
+from openrlhf_ext.trainer.train_rows import SkippingReplayBuffer
 
 # Weight of the metrics of a micro-batch that holds masked rows only (no action token at all).
 _EMPTY_MICRO_BATCH_WEIGHT = 1e-6
@@ -21,12 +22,13 @@ def _nonzero(value):
 
 
 class ExtActorPPOTrainer(ActorPPOTrainer):
-    """OpenRLHF's actor trainer with :class:`ExtPolicyLoss` and room for masked rows.
+    """OpenRLHF's actor trainer with :class:`ExtPolicyLoss`, whose training skips the rows that cannot
+    change the gradient (:mod:`openrlhf_ext.trainer.train_rows`; their number is logged as
+    ``train_rows_skipped``).
 
-    Filtered samples reach training as rows whose action mask is all zero (see
-    :mod:`openrlhf_ext.trainer.experience_maker`). A micro-batch, or a whole optimizer-step window,
-    can then hold no action token. Stock code divides by those counts; here a zero count makes the
-    (zero) loss 0 and gives the micro-batch's logged metrics a vanishing weight.
+    A micro-batch, or a whole optimizer-step window, can then hold no action token. Stock code divides
+    by those counts; here a zero count makes the (zero) loss 0 and gives the micro-batch's logged
+    metrics a vanishing weight, so that the training metrics describe the rows trained.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -37,6 +39,19 @@ class ExtActorPPOTrainer(ActorPPOTrainer):
         # when the coefficient is non-zero.
         if self.args.actor.entropy_coef is None:
             self.args.actor.entropy_coef = 0.0
+        # Ring attention and tensor parallelism split each row across ranks: a 2-token stub row cannot be split.
+        if self.strategy.ring_attn_group is None and self.args.ds.tensor_parallel_size <= 1:
+            kl = self.args.algo.kl
+            policy_term_only = not (kl.use_loss and kl.init_coef > 0) and self.args.actor.entropy_coef == 0 and not self.aux_loss
+            self.replay_buffer = SkippingReplayBuffer.like(self.replay_buffer, policy_term_only=policy_term_only)
+
+    def ppo_train(self, kl_ctl: float):
+        if not isinstance(self.replay_buffer, SkippingReplayBuffer):
+            return super().ppo_train(kl_ctl)
+        self.replay_buffer.rows_skipped = 0
+        status = super().ppo_train(kl_ctl)
+        status["train_rows_skipped"] = self.strategy.all_reduce(float(self.replay_buffer.rows_skipped), op="sum")
+        return status
 
     def training_step(self, experience, kl_ctl: float, step: int, loss_batch_info=None):
         if loss_batch_info is not None:
@@ -53,6 +68,7 @@ class ExtActorPPOTrainer(ActorPPOTrainer):
             for key, value in metrics.items():
                 if weights[key] == "token" and isinstance(value, torch.Tensor):
                     metrics[key] = torch.nan_to_num(value, nan=0.0)
+            status["num_samples"] = _EMPTY_MICRO_BATCH_WEIGHT  # a stub row or rows out of the loss
         status["num_action_tokens"] = max(status["num_action_tokens"], _EMPTY_MICRO_BATCH_WEIGHT)
         return status
 

@@ -19,8 +19,9 @@ Filtering. With a rule-based reward the rewards arrive with the rollout, so the 
 A row skips the actor, reference and critic forward passes whenever no loss term can use them:
 always when excluded, and when kept with advantage 0 unless a KL loss needs its reference
 log-probs. Its old log-probs are then :data:`~.policy_loss.SKIPPED_LOG_PROB` (ratio 1 in the loss).
-Every row still goes to training, so every data-parallel rank receives the same number of samples
-as without filtering (no collective deadlock, DeepSpeed's gradient-accumulation boundaries stay).
+Every row still goes to the policy's replay buffer, so every data-parallel rank receives the same
+number of samples as without filtering; the training forward/backward then leaves out the rows that
+cannot change the gradient (:mod:`openrlhf_ext.trainer.train_rows`).
 
 Overlong filtering (``--ext.overlong_filter``, Tricks or Traps, arXiv:2508.08221): truncated responses
 (finish reason ``length``) are masked out of the loss like excluded rows, after the advantages are
