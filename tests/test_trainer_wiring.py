@@ -9,6 +9,7 @@ the forward pass and what the advantages, masks and metrics are, not about the m
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -61,11 +62,17 @@ def rollout(rewards: list[float], prompt_len: int = 3, seed: int = 0) -> list[Ex
     return samples
 
 
+def actor_group(ranks: int) -> SimpleNamespace:
+    """What the experience maker reads of OpenRLHF's RayActorGroup: its data-parallel ranks."""
+    return SimpleNamespace(_actor_handlers=[None] * ranks, duplicate_actors=1)
+
+
 class RecordingMaker(ExtExperienceMaker):
     """ExtExperienceMaker whose model forward records the samples it receives."""
 
-    def __init__(self, args):
-        super().__init__(None, None, None, None, FixedKLController(args.algo.kl.init_coef), Strategy(args), Tokenizer())
+    def __init__(self, args, policy_ranks: int = 1):
+        super().__init__(actor_group(policy_ranks), None, None, None, FixedKLController(args.algo.kl.init_coef),
+                         Strategy(args), Tokenizer())
         self.forwarded: list[int] = []
 
     def make_experience(self, samples_list):
@@ -366,3 +373,24 @@ def test_reward_step_stats_from_the_reward_files_extra_logs():
     assert stats["reward/latency_p50_s"] == pytest.approx(0.025)
     assert 1.9 < stats["reward/latency_p99_s"] <= 2.0
     assert reward_step_stats(rollout([1.0])) == {}  # a reward file without these logs
+
+
+def test_two_policy_ranks_get_as_many_forwards_and_training_rows_each():
+    """ZeRO-3 gathers parameters collectively in every forward pass: each rank must get the same number of
+    forward micro-batches and (for the training micro-batches) of rows, however many rows the filter drops."""
+    args = parse("--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "4",
+                 "--micro_rollout_batch_size", "4", "--init_kl_coef", "0", "--ext.dropped_rows", "exclude")
+    maker = RecordingMaker(args, policy_ranks=2)
+    #               all correct  |   all correct    |   mixed            | all wrong
+    rewards = [1.0, 1, 1, 1] + [1.0, 1, 1, 1] + [1.0, -1, 1, -1] + [-1.0, -1, -1, -1]
+    experiences = maker.make_experience_batch(rollout(rewards))
+
+    # One micro-batch of kept rows, padded with one 2-token stub micro-batch for the second rank (dropped after).
+    assert sorted(maker.forwarded) == [-1, 8, 9, 10, 11]
+    # Stock's 4 micro-batches of 4 rows; OpenRLHF hands the first 2 to rank 0, the last 2 to rank 1.
+    assert [len(e.index) for e in experiences] == [4, 4, 4, 4]
+    assert sorted(i for e in experiences for i in e.index) == list(range(16))
+    in_loss = [int((e.action_mask.sum(-1) > 0).sum()) for e in experiences]
+    assert in_loss[0] + in_loss[1] == in_loss[2] + in_loss[3] == 2  # the 4 rows in the loss, 2 per rank
+    for e in experiences:
+        assert e.info["reward"].shape == (4,) and e.advantages.shape[0] == 4

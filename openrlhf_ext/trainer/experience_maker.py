@@ -33,10 +33,11 @@ trainer then skips the optimizer step.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
-from openrlhf.trainer.ppo_utils.experience import Experience
+from openrlhf.trainer.ppo_utils.experience import Experience, make_experience_batch, split_experience_batch
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 from openrlhf.trainer.ppo_utils.length_penalty import apply_length_penalties
 from openrlhf.utils.logging_utils import init_logger
@@ -44,6 +45,7 @@ from openrlhf.utils.logging_utils import init_logger
 from openrlhf_ext.algorithms import AdvantageResult, compose_token_advantages, plan_groups
 from openrlhf_ext.trainer.metrics import rollout_metrics
 from openrlhf_ext.trainer.policy_loss import SKIPPED_LOG_PROB
+from openrlhf_ext.trainer.train_rows import stub_row
 
 logger = init_logger(__name__)
 
@@ -167,22 +169,55 @@ class ExtExperienceMaker(RemoteExperienceMaker):
             return super().make_experience_batch(rollout_samples)
         forward_ids = plan.forward.nonzero().flatten().tolist()
         skipped_ids = (~plan.forward).nonzero().flatten().tolist()
-        experiences = _interleave(
-            self._forward_kept(rollout_samples, forward_ids),
-            self._masked_rows([rollout_samples[i] for i in skipped_ids]),
-        )
+        experiences = self._forward_kept(rollout_samples, forward_ids)
+        experiences += self._masked_rows([rollout_samples[i] for i in skipped_ids])
         self._grid_advantages(experiences, plan)
         self.last_metrics["forward_skipped_fraction"] = len(skipped_ids) / len(rollout_samples)
-        return experiences
+        return self._deal_to_ranks(experiences, len(rollout_samples))
 
     def _forward_kept(self, rollout_samples: list[Experience], kept_ids: list[int]) -> list[Experience]:
+        """The rollout forward passes of the kept rows. Each model's data-parallel ranks get the same number
+        of micro-batches (ZeRO-3 gathers parameters collectively in every forward): the micro-batches are
+        padded with 2-token stub rows, whose outputs are dropped."""
         if not kept_ids:
             return []
         kept = [rollout_samples[i] for i in kept_ids]
         micro_batches = self.split_rollout_samples(kept)  # renumbers .index over `kept`
         for batch in micro_batches:
             batch.index = [kept_ids[i] for i in batch.index]
-        return self.make_experience(micro_batches)
+        ranks = math.lcm(*(_data_parallel_ranks(group) for group in
+                           (self.actor_model_group, self.critic_model_group, self.initial_model_group) if group))
+        stubs = -len(micro_batches) % ranks
+        micro_batches += [stub_row(kept[0]) for _ in range(stubs)]
+        for stub in micro_batches[len(micro_batches) - stubs:]:
+            stub.index = [_STUB_INDEX]
+        return [e for e in self.make_experience(micro_batches) if e.index != [_STUB_INDEX]]
+
+    def _deal_to_ranks(self, experiences: list[Experience], num_rows: int) -> list[Experience]:
+        """Stock's micro-batches for the policy's replay buffers: ``micro_batch_size`` rows each, as many as
+        stock makes, so that every data-parallel rank receives as many rows as in stock (then the same number
+        of training micro-batches). The rows in the loss are spread evenly over the ranks."""
+        size = self.args.rollout.micro_batch_size
+        ranks = _data_parallel_ranks(self.actor_model_group)
+        rows = []
+        for experience in experiences:
+            ids = experience.index  # split_experience_batch drops it
+            for sample_id, row in zip(ids, split_experience_batch(experience), strict=True):
+                row.index = [sample_id]
+                rows.append(row)
+        assert len(rows) == num_rows, f"{len(rows)} rows made of a rollout of {num_rows}"
+        rows.sort(key=lambda row: not bool(row.action_mask.any()))  # stable: rows in the loss first
+        sizes = [min(size, num_rows - start) for start in range(0, num_rows, size)]
+        per_rank = math.ceil(len(sizes) / ranks)  # how OpenRLHF's async_run_method_batch chunks them
+        slots: dict[int, list[int]] = {}  # rank -> the row positions it receives
+        for position, rank in enumerate(i // per_rank for i, n in enumerate(sizes) for _ in range(n)):
+            slots.setdefault(rank, []).append(position)
+        placed: list[Experience | None] = [None] * num_rows
+        for row in rows:
+            rank = max(slots, key=lambda r: (len(slots[r]), -r))  # the rank with the most free positions
+            placed[slots[rank].pop(0)] = row
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        return [_batch(placed[start : start + n]) for start, n in zip(starts, sizes, strict=True)]
 
     def _masked_rows(self, dropped: list[Experience]) -> list[Experience]:
         """Samples that skip every forward pass, as micro-batches filled with zeros. Their old log-probs
@@ -248,11 +283,19 @@ class ExtExperienceMaker(RemoteExperienceMaker):
             exp.kl = None
 
 
-def _interleave(first: list, second: list) -> list:
-    """Alternate two lists (then the rest of the longer one), so that the contiguous chunks OpenRLHF
-    hands to data-parallel ranks each get a similar share of real and masked micro-batches."""
-    out = []
-    for a, b in zip(first, second, strict=False):
-        out += [a, b]
-    shorter = min(len(first), len(second))
-    return out + first[shorter:] + second[shorter:]
+_STUB_INDEX = -1  # marks a forward pass's padding micro-batch
+
+
+def _batch(rows: list[Experience]) -> Experience:
+    """OpenRLHF's batching of single rows, with the per-sample ``info`` values as tensors again (it leaves
+    them as lists of 0-d tensors, which its trainer's rollout statistics cannot concatenate)."""
+    batch = make_experience_batch(rows)
+    batch.info = {key: torch.stack(value) if value and isinstance(value[0], torch.Tensor) else value
+                  for key, value in batch.info.items()}
+    return batch
+
+
+def _data_parallel_ranks(group) -> int:
+    """Ranks of an OpenRLHF actor group that receive distinct data (ring-attention / tensor-parallel peers
+    share theirs): how its ``async_run_method_batch`` splits a batch (stock keeps both counts private)."""
+    return len(group._actor_handlers) // group.duplicate_actors

@@ -52,7 +52,7 @@ def cannot_change_gradient(row: Experience, policy_term_only: bool) -> bool:
 
 
 def stub_row(row: Experience) -> Experience:
-    """A 2-token row with no action token (zero loss, zero gradient) that keeps the forward/backward
+    """A 2-token row (``row``: one sample, per-step fields ``[T]`` or ``[1, T]``) with no action token (zero loss, zero gradient) that keeps the forward/backward
     call of a micro-batch whose rows were all skipped. Its tokens are the last two of ``row`` (real
     tokens, fully attended: a fully masked row could make attention NaN, and 0 x NaN is NaN)."""
     values: dict[str, Any] = {}
@@ -61,11 +61,11 @@ def stub_row(row: Experience) -> Experience:
         if not (isinstance(value, torch.Tensor) and Experience.is_step_tensor_field(f.name)):
             values[f.name] = value
         elif f.name == "sequences":
-            values[f.name] = value[-2:]
+            values[f.name] = value[..., -2:]
         elif f.name == "attention_mask":
-            values[f.name] = torch.ones_like(value[-2:])
+            values[f.name] = torch.ones_like(value[..., -2:])
         else:
-            values[f.name] = torch.zeros_like(value[-1:])
+            values[f.name] = torch.zeros_like(value[..., -1:])
     return Experience(**values)
 
 
