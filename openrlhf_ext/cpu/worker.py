@@ -18,6 +18,7 @@ import torch
 
 from openrlhf_ext.reaches import Where, apply
 from openrlhf_ext.reaches.patching import swapped
+from openrlhf_ext.reaches.ports import vllm_port_env
 
 THREADS_ENV_VAR = "OPENRLHF_EXT_CPU_THREADS"
 # Every worker may use every core, and idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE) instead
@@ -83,8 +84,8 @@ STOCK_WORKER_ENV = {
     "NCCL_DEBUG": "WARN",
     "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
 }
-# First thing every Ray worker runs: installs the GPU-module stand-ins and, without CUDA, the CPU
-# platform patches (a no-op on GPU machines).
+# First thing every Ray worker runs: installs the GPU-module stand-ins, the rendezvous ports and,
+# without CUDA, the CPU platform patches.
 WORKER_SETUP_HOOK = "openrlhf_ext.cpu.apply_worker_patches"
 
 
@@ -139,16 +140,20 @@ def replay_buffer_on_cpu(original: Callable) -> Callable:
 
 
 def apply_worker_patches() -> list[str]:
-    """Adapt this process to a CUDA-less machine; a no-op (returns ``[]``) when CUDA is available.
+    """The Ray worker setup hook: rendezvous ports everywhere, and adapt this process to a CUDA-less machine.
 
-    Sets the DeepSpeed environment, pins torch to :func:`default_threads` intra-op threads
-    (override with ``$OPENRLHF_EXT_CPU_THREADS``) and applies
-    the ``cpu worker`` reaches of :data:`openrlhf_ext.reaches.REACHES`, those on not-yet-imported
-    modules at their import. Returns the targets patched immediately.
+    Applies the ``worker`` reaches of :data:`openrlhf_ext.reaches.REACHES` and sets ``VLLM_PORT``
+    (:mod:`openrlhf_ext.reaches.ports`); without CUDA also sets the DeepSpeed environment, pins
+    torch to :func:`default_threads` intra-op threads (override with ``$OPENRLHF_EXT_CPU_THREADS``)
+    and applies the ``cpu worker`` reaches. Reaches on not-yet-imported modules are applied at
+    their import. Returns the targets patched immediately.
     """
+    for key, value in vllm_port_env().items():
+        os.environ.setdefault(key, value)
+    patched = apply(Where.WORKER, defer=True)
     if torch.cuda.is_available():
-        return []
+        return patched
     for key, value in cpu_worker_env().items():
         os.environ.setdefault(key, value)
     torch.set_num_threads(worker_threads())
-    return apply(Where.CPU_WORKER, defer=True)
+    return patched + apply(Where.CPU_WORKER, defer=True)

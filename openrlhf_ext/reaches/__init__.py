@@ -10,8 +10,9 @@ renamed stops the run at start-up (``AttributeError: ... no longer exists``), an
 
 Not in the table because they are configuration the libraries offer, not reaches: vLLM's
 ``worker_extension_cls`` (the CPU engines load :class:`openrlhf_ext.cpu.vllm_worker.CpuWorkerWrap`),
-Ray's ``worker_process_setup_hook`` (runs :func:`openrlhf_ext.cpu.apply_worker_patches`) and the
-environment variables of :func:`openrlhf_ext.cpu.worker.cpu_worker_env`. Our subclasses of
+Ray's ``worker_process_setup_hook`` (runs :func:`openrlhf_ext.cpu.apply_worker_patches`), the
+environment variables of :func:`openrlhf_ext.cpu.worker.cpu_worker_env` and vLLM's ``VLLM_PORT``
+(:func:`openrlhf_ext.reaches.ports.vllm_port_env`). Our subclasses of
 OpenRLHF's classes (``trainer/``) are ordinary subclasses; the rows below are what swaps them in.
 """
 
@@ -34,7 +35,8 @@ class Where(str, Enum):
     PARSER = "parser"  # the CLI process, while OpenRLHF's __main__ block builds and runs its parser
     DRIVER = "driver"  # the process calling OpenRLHF's train(args), for that call
     CPU_DRIVER = "cpu driver"  # the same process, without CUDA
-    CPU_WORKER = "cpu worker"  # every Ray worker without CUDA (Ray's worker_process_setup_hook)
+    WORKER = "worker"  # every Ray worker, with or without CUDA (Ray's worker_process_setup_hook)
+    CPU_WORKER = "cpu worker"  # every Ray worker without CUDA (the same hook)
     POLICY_WORKER = "policy worker"  # the policy actor's Ray worker, before it builds its models
     CPU_ENGINE = "cpu engine"  # vLLM's EngineCore process on CPU (it imports worker_extension_cls)
 
@@ -91,6 +93,13 @@ REACHES: tuple[Reach, ...] = (
     Reach("openrlhf.utils.deepspeed.deepspeed:DeepspeedStrategy.save_ckpt", Where.POLICY_WORKER, "stock deletes old "
           "checkpoints before writing the new one in place: write, verify, then switch `latest`",
           wrap="openrlhf_ext.trainer.checkpoints:atomic_save_ckpt_method"),
+    # -- worker: every Ray worker ------------------------------------------------------------------
+    Reach(f"{_LAUNCHER}:socket", Where.WORKER, "a group's MASTER_PORT is picked by binding port 0 and closing: "
+          "in the ephemeral range, where any connection or port-0 bind may take it before the TCPStore binds it "
+          "(EADDRINUSE); a port-0 bind takes a free port between Ray's worker ports and the ephemeral range",
+          value="openrlhf_ext.reaches.ports:socket_module"),
+    Reach("openrlhf.trainer.ray.ppo_actor:socket", Where.WORKER, "the same for the port of the policy -> vLLM "
+          "weight-sync group", value="openrlhf_ext.reaches.ports:socket_module"),
     # -- CPU driver: resources and engines (a machine without CUDA) --------------------------------
     Reach(f"{_LAUNCHER}:RayActorGroup", Where.CPU_DRIVER, "actors ask for num_gpus=1: no GPU, no whole core, the "
           "role's node resource", value="openrlhf_ext.cpu.driver:CpuRayActorGroup"),
