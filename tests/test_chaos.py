@@ -1,5 +1,5 @@
 """Chaos: one run loses its generator, its reference model and its policy rank (kill -9, each mid-step)
-and finishes anyway with ``--ext.max_restarts 3``.
+and finishes anyway with ``--ext.max_restarts 3``, with the weights of a run resumed by hand.
 
 Real parts: the CLI, Ray, OpenRLHF's driver and actors on CPU (vLLM generator, reference model, policy on
 DeepSpeed ZeRO-3), atomic DeepSpeed checkpoints, restarts; the actors are found among the training
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 from helpers import HALF_FILTERED_REWARD, read_metrics, small_run_flags
 from safetensors.torch import load_file
 
@@ -69,6 +71,16 @@ def train(flags: list[str], log: Path) -> subprocess.Popen:
                                 stdout=f, stderr=subprocess.STDOUT, cwd=log.parent)
 
 
+def train_to_end(flags: list[str], log: Path) -> int:
+    proc = train(flags, log)
+    try:
+        return proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_killed_generator_reference_and_policy_rank_are_survived(tmp_path, tiny_model_dir):
     out, log = tmp_path / "chaos", tmp_path / "chaos.log"
     proc = train(flags_for(tiny_model_dir, out, "--ext.max_restarts", "3"), log)
@@ -94,8 +106,22 @@ def test_killed_generator_reference_and_policy_rank_are_survived(tmp_path, tiny_
         assert f"[openrlhf_ext] restart {k}/3: resuming after step {step}" in text
     assert [r["step"] for r in read_metrics(out)] == [1, 2, 3, 4]
 
-    # Not compared bit for bit with a run resumed by hand: two processes resumed from the same checkpoint
-    # and seed drew different samples (vLLM's sampling RNG is engine-wide, OpenRLHF's generate calls
-    # are concurrent), so their final weights differ by about one step's update (docs/cluster.md §5).
+    # A run resumed by hand from the checkpoint the last restart resumed from (a copy of it) trains the
+    # last step only, and ends with the very same weights: every generation request carries a seed of
+    # its own (--seed, the prompt's draw, the sample's index: trainer/rollout_seeds.py), so both draw the
+    # same samples from the same weights (docs/cluster.md §5).
+    last = KILLS[-1][0]
+    hand, hand_log = tmp_path / "by_hand", tmp_path / "by_hand.log"
+    shutil.copytree(out / "ckpt" / "_actor" / f"global_step{last}", hand / "ckpt" / "_actor" / f"global_step{last}")
+    (hand / "ckpt" / "_actor" / "latest").write_text(f"global_step{last}")
+    assert train_to_end(flags_for(tiny_model_dir, hand, "--ckpt.load_enable"), hand_log) == 0, \
+        hand_log.read_text()[-5000:]
+    [hand_step], chaos_step = read_metrics(hand), read_metrics(out)[-1]
+    assert hand_step["step"] == chaos_step["step"] == 4
+    for key in ("rollout/reward_mean", "entropy_loss", "actor_grad_norm"):  # the same samples, the same gradient
+        assert hand_step[key] == chaos_step[key], key
     start, trained = load_file(Path(tiny_model_dir) / "model.safetensors"), load_file(out / "model.safetensors")
-    assert any(not (start[k] == trained[k]).all() for k in start), "the run did not train"
+    assert any(not torch.equal(start[k], trained[k]) for k in start), "the run did not train"
+    resumed = load_file(hand / "model.safetensors")
+    assert resumed.keys() == trained.keys()
+    assert all(torch.equal(resumed[k], trained[k]) for k in trained)

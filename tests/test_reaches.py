@@ -55,7 +55,8 @@ def test_documented_table_is_the_code_table():
 def test_every_process_kind_has_its_rows():
     assert {reach.where for reach in REACHES} == set(Where)
     assert [r.target for r in rows(Where.DRIVER)] == ["openrlhf.trainer.ppo_trainer:PPOTrainer",
-                                                      "openrlhf.cli.train_ppo_ray:PolicyModelActor"]
+                                                      "openrlhf.cli.train_ppo_ray:PolicyModelActor",
+                                                      "openrlhf.trainer.ray.vllm_engine:RolloutRayActor"]
 
 
 GROUND_IMPORT = """

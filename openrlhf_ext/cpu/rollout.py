@@ -4,7 +4,8 @@ The stock ``create_vllm_engines`` stays in charge (engine count, seeds, placemen
 reward, logprobs mode). It creates each engine as
 ``RolloutRayActor.options(num_cpus=1, num_gpus=1, ...).remote(**engine_kwargs)``; on CPU the
 driver points that module attribute at :data:`CPU_ROLLOUT_ACTOR`, which creates the very same
-stock ``RolloutRayActor`` with
+stock ``RolloutRayActor`` (or a subclass of it given to :class:`CpuRolloutActorClass`: our runs'
+seeded engines, :mod:`openrlhf_ext.trainer.rollout_seeds`) with
 
 * no GPU (and no whole-core) reservation: the engine shares the cores with the other actors and
   they take turns (generate, score, train);
@@ -49,26 +50,32 @@ def cpu_engine_kwargs(kwargs: dict[str, Any], dtype: str) -> dict[str, Any]:
 
 
 class _CpuEngineOptions:
-    def __init__(self, options: dict[str, Any], dtype: str) -> None:
+    def __init__(self, actor_class: Any, options: dict[str, Any], dtype: str) -> None:
+        self._actor_class = actor_class
         self._options = options
         self._dtype = dtype
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return RolloutRayActor.options(**self._options).remote(*args, **cpu_engine_kwargs(kwargs, self._dtype))
+        return self._actor_class.options(**self._options).remote(*args, **cpu_engine_kwargs(kwargs, self._dtype))
 
 
 class CpuRolloutActorClass:
-    """Stands where ``create_vllm_engines`` looks up ``RolloutRayActor``; creates the stock actor."""
+    """Stands where ``create_vllm_engines`` looks up ``RolloutRayActor``; creates ``actor_class``
+    (the stock actor or a subclass of it)."""
 
-    def __init__(self) -> None:
-        self.dtype = vllm_dtype_name(cpu_param_dtype()[0])
+    # One for all stand-ins: the driver sets it once per run, on whichever stand-in it holds.
+    dtype = vllm_dtype_name(cpu_param_dtype()[0])
 
-    def set_param_dtype(self, param_dtype: str) -> None:
+    def __init__(self, actor_class: Any = RolloutRayActor) -> None:
+        self.actor_class = actor_class
+
+    @classmethod
+    def set_param_dtype(cls, param_dtype: str) -> None:
         """Engines generate in the policy's dtype, so the rollout and training log-probs agree."""
-        self.dtype = vllm_dtype_name(param_dtype)
+        cls.dtype = vllm_dtype_name(param_dtype)
 
     def options(self, **options: Any) -> _CpuEngineOptions:
-        return _CpuEngineOptions({**options, "num_cpus": 0, "num_gpus": 0}, self.dtype)
+        return _CpuEngineOptions(self.actor_class, {**options, "num_cpus": 0, "num_gpus": 0}, self.dtype)
 
 
 CPU_ROLLOUT_ACTOR = CpuRolloutActorClass()

@@ -83,6 +83,9 @@ REACHES: tuple[Reach, ...] = (
           value="openrlhf_ext.trainer.ppo_trainer:ExtPPOTrainer"),
     Reach(f"{_OPENRLHF_DRIVER}:PolicyModelActor", Where.DRIVER, "the policy actor: our actor trainer and "
           "policy loss, atomic checkpoints", value="openrlhf_ext.trainer.actors:ExtPolicyModelActor"),
+    Reach(f"{_ROLLOUT}:RolloutRayActor", Where.DRIVER, "the engine actor: a seeded request for n responses becomes "
+          "n requests with seeds of their own (vLLM's sampling generator is otherwise engine-wide, so a resumed run "
+          "drew other samples)", wrap="openrlhf_ext.trainer.rollout_seeds:seeded_engines"),
     # -- policy worker ------------------------------------------------------------------------------
     Reach("openrlhf.trainer.ray.ppo_actor:ActorPPOTrainer", Where.POLICY_WORKER, "stock model init builds the "
           "actor trainer by this name: ours has the vanilla loss, the seq-mean aggregations, training that skips rows which cannot change the gradient",

@@ -7,7 +7,8 @@ worker that never imports, say, DeepSpeed does not pay ~12 s and ~500 MB to impo
 patched (every worker runs the setup hook, including idle pooled ones).
 
 Applying is idempotent: a target already patched by us is left alone. :func:`patched` installs one
-patch for a ``with`` block and restores the original after it.
+patch for a ``with`` block and restores the original after it; :func:`original` tells what a target
+held before our first patch.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def always(value: Any) -> Factory:
 
 _PATCHED_FLAG = "__openrlhf_ext_cpu_patch__"
 _lock = threading.RLock()
+_originals: dict[str, Any] = {}  # target -> what it held before our first patch of it
 
 
 def _split(target: str) -> tuple[str, list[str]]:
@@ -59,6 +61,7 @@ def _apply_to_module(module: ModuleType, target: str, factory: Factory) -> bool:
     if getattr(original, _PATCHED_FLAG, False):
         return False
     replacement = factory(original)
+    _originals.setdefault(target, original)
     try:
         setattr(replacement, _PATCHED_FLAG, True)
     except (AttributeError, TypeError):
@@ -153,5 +156,15 @@ def patched(target: str, factory: Factory) -> Iterator[None]:
     """Install one patch (importing its module) for the duration of the block."""
     module_name, _ = _split(target)
     owner, attr = _owner(importlib.import_module(module_name), target)
+    _originals.setdefault(target, getattr(owner, attr))
     with swapped(owner, attr, factory(getattr(owner, attr))):
         yield
+
+
+def original(target: str) -> Any:
+    """What ``target`` held before our first patch of it (what it holds, if we never patched it).
+
+    For a subclass of a library's class that a reach may already have replaced by a stand-in."""
+    module_name, _ = _split(target)
+    owner, attr = _owner(importlib.import_module(module_name), target)
+    return _originals.get(target, getattr(owner, attr))

@@ -3,6 +3,8 @@
 Differences from stock, all in overridden methods:
 
 * the experience maker is :class:`~openrlhf_ext.trainer.experience_maker.ExtExperienceMaker`;
+* the samples generator is :class:`~openrlhf_ext.trainer.rollout_seeds.SeededSamplesGenerator`:
+  every request carries its own seed and a rollout is in the order its prompts were drawn;
 * a rollout batch in which the filter drops every sample skips the update (no forward, no
   optimizer step) with a warning and ``ext/skipped_step = 1``: an optimizer step on an empty batch
   would still move the weights through Adam's momentum;
@@ -32,6 +34,7 @@ from openrlhf_ext.reporting.mlflow_logger import mlflow_logger_for
 from openrlhf_ext.rewards import summarize_logs
 from openrlhf_ext.trainer.experience_maker import ExtExperienceMaker, PlannedRollout
 from openrlhf_ext.trainer.metrics import reflection_rate
+from openrlhf_ext.trainer.rollout_seeds import SeededSamplesGenerator
 
 logger = init_logger(__name__)
 
@@ -94,6 +97,10 @@ class _ExtPPOTrainer(PPOTrainer.__ray_actor_class__):
             self.actor_model_group, self.critic_model_group, self.reward_model_group,
             self.reference_model_group, self.kl_ctl, self.strategy, self.tokenizer,
         )
+        self.samples_generator = SeededSamplesGenerator(
+            strategy=strategy, prompts_dataloader=self.prompts_dataloader, eval_dataloader=self.eval_dataloader,
+            tokenizer=self.tokenizer, vllm_engines=vllm_engines, seed=self.args.train.seed,
+        )
         os.makedirs(self.args.ckpt.output_dir, exist_ok=True)
         self.metrics_path = os.path.join(self.args.ckpt.output_dir, METRICS_FILE)
         self.mlflow_logger = mlflow_logger_for(self.args)
@@ -111,6 +118,12 @@ class _ExtPPOTrainer(PPOTrainer.__ray_actor_class__):
         finally:
             if self.mlflow_logger:
                 self.mlflow_logger.close(failed=failed)
+
+    def init_checkpoint_states(self) -> dict:
+        states = super().init_checkpoint_states()
+        # The prompts drawn before the checkpoint: the seeds of the next ones follow from it.
+        self.samples_generator.prompts_drawn = states["total_consumed_prompts"]
+        return states
 
     def evaluate(self, global_step, **generate_kwargs):
         logs = super().evaluate(global_step, **generate_kwargs)
