@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
+
+from openrlhf_ext.reaches.ports import RendezvousSocket
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HALF_FILTERED_REWARD = str(REPO_ROOT / "tests" / "data" / "half_filtered_reward.py")
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A free port outside the kernel's ephemeral range (openrlhf_ext.reaches.ports: a port-0 port may be
+    taken by any connection or port-0 bind before the test binds it)."""
+    with RendezvousSocket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
