@@ -7,6 +7,7 @@ our watchdog), so the check does not rely on the run id of the code under test.
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from openrlhf_ext.job.run_guard import RUN_ID_ENV, stop_run_processes
+from openrlhf_ext.job.run_guard import RUN_ID_ENV, RunGuard, stop_run_processes
 
 MARKER = "OPENRLHF_EXT_TEST_MARKER"
 GONE_WITHIN_S = 30.0
@@ -223,3 +224,25 @@ def test_an_engine_that_dies_in_its_constructor_fails_the_run_at_once(tiny_model
     error = [line for line in text.splitlines() if ": error: " in line]
     assert len(error) == 1, text[-3000:]
     assert "RolloutRayActor" in error[0] and "1.5" in error[0], error[0]
+
+
+class LateWatcher(RunGuard):
+    """A watcher whose dead-actor interrupt lands after the watched block has ended: the driver saw the
+    dead actor first (its ray.get raised) and the watcher's poll came a moment later."""
+
+    def _poll_dead_actors(self, stop) -> None:
+        stop.wait()
+        self.failure = RuntimeError("the policy actor died")
+        _thread.interrupt_main(signal.SIGTERM)
+
+
+def test_a_late_watcher_interrupt_keeps_the_drivers_own_error():
+    guard = LateWatcher("run")
+    with pytest.raises(ValueError, match="driver's error"), guard.watching_actors():
+        raise ValueError("the driver's error")  # not a KeyboardInterrupt (read as the user's Ctrl-C)
+
+
+def test_a_late_watcher_interrupt_after_a_clean_end_fails_with_the_actors_error():
+    guard = LateWatcher("run")
+    with pytest.raises(RuntimeError, match="policy actor died"), guard.watching_actors():
+        pass

@@ -147,6 +147,7 @@ class RunGuard:
         self.run_id = run_id
         self.signum: int | None = None  # the signal that interrupted the run (None: SIGINT or none)
         self.failure: Exception | None = None  # the first dead actor's error
+        self._watch_lock = threading.Lock()  # the watcher interrupts the main thread only while it watches
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:  # noqa: ARG002 (signal handler signature)
         if self.failure is None:
@@ -166,8 +167,10 @@ class RunGuard:
             for info in dead:
                 error = death_error(info)
                 if error is not None:
-                    self.failure = error
-                    _thread.interrupt_main(signal.SIGTERM)  # runs _on_sigterm in the main thread
+                    with self._watch_lock:
+                        if not stop.is_set():  # else the watched block has ended, with the driver's own error
+                            self.failure = error
+                            _thread.interrupt_main(signal.SIGTERM)  # runs _on_sigterm in the main thread
                     return
 
     @contextmanager
@@ -185,8 +188,17 @@ class RunGuard:
                 raise self.failure from None
             raise
         finally:
-            stop.set()
-            watcher.join()
+            try:
+                with self._watch_lock:
+                    stop.set()
+                watcher.join()
+            except KeyboardInterrupt as interrupt:
+                # The watcher's interrupt, landing after the block ended (the driver saw the dead actor
+                # first, e.g. in ray.get): a user's Ctrl-C or SIGTERM has no failure set.
+                if self.failure is None:
+                    raise
+                if interrupt.__context__ is None:  # the block had ended without an error: fail it now
+                    raise self.failure from None
 
 
 @contextmanager
