@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ALGO ?= reinforce_rej
 
-.PHONY: setup test demo lint bench
+.PHONY: setup test demo lint bench bench-env
 
 setup:
 	@bash scripts/setup_env.sh
@@ -23,3 +23,8 @@ lint: setup
 bench: setup
 	$(PY) benchmarks/bench_advantages.py
 	$(PY) benchmarks/bench_reward.py
+
+# TRL for benchmarks/bench_step.py's comparison; its requirements agree with the project's pins, so
+# it goes into the project environment (pip installs trl alone).
+bench-env: setup
+	PIP_CONSTRAINT=scripts/constraints-cpu.txt $(PY) -m pip install -q trl==1.16.0
