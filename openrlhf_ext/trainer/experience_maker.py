@@ -207,17 +207,16 @@ class ExtExperienceMaker(RemoteExperienceMaker):
                 rows.append(row)
         assert len(rows) == num_rows, f"{len(rows)} rows made of a rollout of {num_rows}"
         rows.sort(key=lambda row: not bool(row.action_mask.any()))  # stable: rows in the loss first
-        sizes = [min(size, num_rows - start) for start in range(0, num_rows, size)]
-        per_rank = math.ceil(len(sizes) / ranks)  # how OpenRLHF's async_run_method_batch chunks them
+        starts = range(0, num_rows, size)
+        per_rank = math.ceil(len(starts) / ranks)  # micro-batches per rank, as async_run_method_batch chunks them
         slots: dict[int, list[int]] = {}  # rank -> the row positions it receives
-        for position, rank in enumerate(i // per_rank for i, n in enumerate(sizes) for _ in range(n)):
-            slots.setdefault(rank, []).append(position)
+        for position in range(num_rows):
+            slots.setdefault(position // size // per_rank, []).append(position)
         placed: list[Experience | None] = [None] * num_rows
         for row in rows:
             rank = max(slots, key=lambda r: (len(slots[r]), -r))  # the rank with the most free positions
             placed[slots[rank].pop(0)] = row
-        starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        return [_batch(placed[start : start + n]) for start, n in zip(starts, sizes, strict=True)]
+        return [_batch(placed[start : start + size]) for start in starts]
 
     def _masked_rows(self, dropped: list[Experience]) -> list[Experience]:
         """Samples that skip every forward pass, as micro-batches filled with zeros. Their old log-probs
