@@ -151,3 +151,20 @@ def test_which_rows_cannot_change_the_gradient_and_the_stub():
     batch = skipping.collate_fn([full, none, short_zero])
     assert batch.sequences.shape[0] == 1 and skipping.rows_skipped == 2
     assert batch.loss_norm_mask.sum().item() == 5 + 3  # the normalisers still count the zero-advantage row
+
+
+def test_a_dynamic_batch_window_with_no_token_in_the_loss_trains_a_zero_loss(tmp_path):
+    """Dynamic batching gives training_step no normalisers (stock derives them from the replay buffer): a
+    window whose rows are all out of the loss has 0 tokens and 0 sequences there, and 0/0 made the loss NaN."""
+    args = resolve_args("--advantage_estimator", "reinforce_rej", "--ext.dropped_rows", "exclude", "--use_kl_loss",
+                        "--init_kl_coef", "0.01", "--actor.entropy_coef", "0.001", "--train.dynamic_batch_enable",
+                        "--ds.packing_samples")
+    trainer = actor_trainer(tmp_path / "model", args)
+    buffer = trainer.replay_buffer  # what setup_dynamic_batch computes for one window of excluded rows
+    buffer.dynamic_batch_num_tokens, buffer.dynamic_global_batch_size = [0.0], [0.0]
+    buffer.dynamic_sample_loss_scale, buffer.dynamic_optimizer_step = [1.0], [1]
+    with swapped(torch.cuda, "current_device", lambda: torch.device("cpu")):
+        status = trainer.training_step(rows([NONE, NONE], seed=0), 0.0, 0, None)
+    assert status["metrics"]["policy_loss"].item() == 0.0 and status["metrics"]["entropy_loss"].item() == 0.0
+    (gradients,) = trainer.strategy.step_gradients
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in gradients.values())

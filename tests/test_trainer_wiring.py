@@ -68,18 +68,21 @@ def actor_group(ranks: int) -> SimpleNamespace:
 
 
 class RecordingMaker(ExtExperienceMaker):
-    """ExtExperienceMaker whose model forward records the samples it receives."""
+    """ExtExperienceMaker whose model forward records the samples it receives. Its rows get the fields
+    stock ``make_experience`` gives them: reference log-probs only with a reference model (one rank,
+    ``reference``) and a KL loss."""
 
-    def __init__(self, args, policy_ranks: int = 1):
-        super().__init__(actor_group(policy_ranks), None, None, None, FixedKLController(args.algo.kl.init_coef),
-                         Strategy(args), Tokenizer())
+    def __init__(self, args, policy_ranks: int = 1, reference: bool = False):
+        super().__init__(actor_group(policy_ranks), None, None, actor_group(1) if reference else None,
+                         FixedKLController(args.algo.kl.init_coef), Strategy(args), Tokenizer())
         self.forwarded: list[int] = []
 
     def make_experience(self, samples_list):
         for batch in samples_list:
             self.forwarded += list(batch.index)
             batch.action_log_probs = torch.full(batch.action_mask.shape, -0.5)
-            batch.base_action_log_probs = None
+            with_reference = self.initial_model_group is not None and self.args.algo.kl.use_loss
+            batch.base_action_log_probs = torch.full(batch.action_mask.shape, -0.4) if with_reference else None
             batch.values = None
             batch.kl = torch.zeros(batch.action_mask.shape)
         return samples_list
@@ -394,3 +397,38 @@ def test_two_policy_ranks_get_as_many_forwards_and_training_rows_each():
     assert in_loss[0] + in_loss[1] == in_loss[2] + in_loss[3] == 2  # the 4 rows in the loss, 2 per rank
     for e in experiences:
         assert e.info["reward"].shape == (4,) and e.advantages.shape[0] == 4
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_rows_that_skip_the_forward_carry_the_fields_of_the_forwarded_rows(reference):
+    """A KL-loss preset without a reference model (--init_kl_coef 0): the forwarded rows have no reference
+    log-probs, so the skipped rows must have none either. Stock batching takes each field's type from the
+    first row; a training micro-batch (> 1 row) or dynamic batching mixing both kinds failed in
+    ``None.size(-1)``."""
+    from openrlhf.trainer.ppo_utils.experience import balance_experiences, make_experience_batch, split_experience_batch
+
+    args = parse("--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "4", "--micro_rollout_batch_size",
+                 "4", "--init_kl_coef", "0.001" if reference else "0", "--actor.entropy_coef", "0.001")
+    assert args.algo.kl.use_loss and args.ext.dropped_rows == "zero_advantage"
+    maker = RecordingMaker(args, reference=reference)
+    experiences = maker.make_experience_batch(rollout([1.0, 1, 1, 1] + [1.0, -1, -1, 1]))
+    forwarded = {4, 5, 6, 7} if not reference else set(range(8))  # the KL loss reads the uniform group's rows
+    assert set(maker.forwarded) == forwarded
+    rows = [row for e in experiences for row in split_experience_batch(e)]
+    assert {row.base_action_log_probs is None for row in rows} == {not reference}
+    for batch in (make_experience_batch(rows), *balance_experiences(experiences, args)):
+        assert (batch.base_action_log_probs is None) == (not reference)
+
+
+def test_dynamic_batch_with_fewer_kept_rows_than_policy_ranks():
+    """Stock's dynamic split makes at least one micro-batch per data-parallel rank and asserts a row for
+    each: a filter that keeps 1 row with 2 policy ranks crashed in the forward split."""
+    args = parse("--advantage_estimator", "raft", "--n_samples_per_prompt", "4", "--init_kl_coef", "0",
+                 "--train.dynamic_batch_enable", "--ds.packing_samples", "--ext.dropped_rows", "exclude",
+                 "--actor.num_gpus_per_node", "2")
+    maker = RecordingMaker(args, policy_ranks=2)
+    experiences = maker.make_experience_batch(rollout([0.0, 0, 1, 0] + [0.0, 0, 0, 0]))
+    assert sorted(maker.forwarded) == [-1, 2]  # the kept row, and a stub micro-batch for the second rank
+    assert sorted(i for e in experiences for i in e.index) == list(range(8))
+    in_loss = [i for e in experiences for i, mask in zip(e.index, e.action_mask, strict=True) if mask.any()]
+    assert in_loss == [2]

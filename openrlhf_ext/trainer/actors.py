@@ -5,6 +5,7 @@ from __future__ import annotations
 import ray
 import torch
 from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer, PolicyModelActor
+from openrlhf.utils.loss_utils import get_loss_batch_info
 
 from openrlhf_ext.reaches import Where, apply
 from openrlhf_ext.trainer.policy_loss import ExtPolicyLoss
@@ -54,12 +55,14 @@ class ExtActorPPOTrainer(ActorPPOTrainer):
         return status
 
     def training_step(self, experience, kl_ctl: float, step: int, loss_batch_info=None):
-        if loss_batch_info is not None:
-            loss_batch_info = {
-                **loss_batch_info,
-                "batch_num_tokens": _nonzero(loss_batch_info["batch_num_tokens"]),
-                "global_batch_size": _nonzero(loss_batch_info["global_batch_size"]),
-            }
+        if loss_batch_info is None:  # dynamic batch: stock would derive the normalisers inside, unguarded
+            loss_batch_info = get_loss_batch_info(self.strategy, experience.action_mask, replay_buffer=self.replay_buffer,
+                                                  step=step, dynamic_batch=self.args.train.dynamic_batch_enable)
+        loss_batch_info = {
+            **loss_batch_info,
+            "batch_num_tokens": _nonzero(loss_batch_info["batch_num_tokens"]),
+            "global_batch_size": _nonzero(loss_batch_info["global_batch_size"]),
+        }
         status = super().training_step(experience, kl_ctl, step, loss_batch_info)
         if status["num_action_tokens"] == 0:
             # Its token-weighted metrics (ppo_kl, ppo_clip_ratio, ...) are stock masked means, 0/0 = NaN,

@@ -182,11 +182,17 @@ class ExtExperienceMaker(RemoteExperienceMaker):
         if not kept_ids:
             return []
         kept = [rollout_samples[i] for i in kept_ids]
-        micro_batches = self.split_rollout_samples(kept)  # renumbers .index over `kept`
-        for batch in micro_batches:
-            batch.index = [kept_ids[i] for i in batch.index]
         ranks = math.lcm(*(_data_parallel_ranks(group) for group in
                            (self.actor_model_group, self.critic_model_group, self.initial_model_group) if group))
+        if self.args.train.dynamic_batch_enable and len(kept) < ranks:
+            # Stock's dynamic split makes at least one micro-batch per rank and asserts a row for each.
+            micro_batches = [Experience.concat_experiences([row], self.tokenizer.pad_token_id) for row in kept]
+            for position, batch in enumerate(micro_batches):
+                batch.index = [position]
+        else:
+            micro_batches = self.split_rollout_samples(kept)  # numbers .index over `kept`
+        for batch in micro_batches:
+            batch.index = [kept_ids[i] for i in batch.index]
         stubs = -len(micro_batches) % ranks
         micro_batches += [stub_row(kept[0]) for _ in range(stubs)]
         for stub in micro_batches[len(micro_batches) - stubs:]:
@@ -227,7 +233,10 @@ class ExtExperienceMaker(RemoteExperienceMaker):
             batch = Experience.concat_experiences(dropped[start : start + size], self.tokenizer.pad_token_id)
             zeros = torch.zeros(batch.action_mask.shape, dtype=torch.float32)
             batch.action_log_probs = torch.full_like(zeros, SKIPPED_LOG_PROB)
-            batch.base_action_log_probs = zeros.clone() if self.args.algo.kl.use_loss else None
+            # The fields the forwarded rows have (stock make_experience): stock batching takes the first
+            # row's field type, so a micro-batch mixing both kinds must not mix None and tensors.
+            with_reference = self.args.algo.kl.use_loss and self.initial_model_group is not None
+            batch.base_action_log_probs = zeros.clone() if with_reference else None
             batch.values = zeros.clone() if self.critic_model_group is not None else None
             batch.kl = zeros.clone()
             batch.info["kl"] = torch.zeros(zeros.shape[0])
