@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from openrlhf_ext.cli.args import LEGACY_ALIASES, build_parser, legacy_alias_table, stock_parser
 from openrlhf_ext.cli.train_ppo_ray import main
 
 # Flags every test passes so that no embedded default (model conversion, data generation) kicks in.
@@ -100,51 +99,6 @@ def test_single_switch_overrides_preset_and_explicit_loss_wins(capsys):
                       "--actor.policy_loss_type", "ppo", "--loss_agg_mode", "seq-mean-token-sum")
     assert config["actor"]["policy_loss_type"] == "ppo"
     assert config["actor"]["loss_agg_mode"] == "seq-mean-token-sum"
-
-
-def test_legacy_spellings_map_to_new_names(capsys):
-    config = resolved(
-        capsys,
-        "--advantage_estimator", "group_norm", "--n_samples_per_prompt", "8", "--init_kl_coef", "0.001",
-        "--use_kl_loss", "--kl_estimator", "k3", "--eps_clip", "0.1", "--eps_clip_low_high", "0.2", "0.28",
-        "--temperature", "0.6", "--micro_train_batch_size", "2", "--train_batch_size", "64",
-        "--rollout_batch_size", "32", "--micro_rollout_batch_size", "4", "--prompt_max_len", "1024",
-        "--generate_max_len", "3000", "--input_key", "problem", "--label_key", "answer", "--max_epochs", "2",
-        "--num_episodes", "3", "--dynamic_filtering", "--actor_learning_rate", "5e-7",
-        "--actor_num_gpus_per_node", "4", "--vllm_num_engines", "2", "--save_path", "/out", "--bf16",
-    )
-    assert config["actor"]["model_name_or_path"] == "/models/m"
-    assert config["data"]["prompt_dataset"] == "/data/p.jsonl"
-    assert config["reward"]["remote_url"] == ["/rm/reward.py"]
-    assert config["algo"]["kl"] == {**config["algo"]["kl"], "init_coef": 0.001, "use_loss": True, "estimator": "k3"}
-    assert config["actor"]["eps_clip"] == 0.1 and config["actor"]["eps_clip_low_high"] == [0.2, 0.28]
-    assert config["rollout"]["temperature"] == 0.6
-    assert (config["train"]["micro_batch_size"], config["train"]["batch_size"]) == (2, 64)
-    assert (config["rollout"]["batch_size"], config["rollout"]["micro_batch_size"]) == (32, 4)
-    assert config["rollout"]["max_new_tokens"] == 3000
-    assert config["data"]["max_len"] == 4024  # prompt_max_len + generate_max_len
-    assert (config["data"]["input_key"], config["data"]["label_key"]) == ("problem", "answer")
-    assert (config["train"]["max_epochs"], config["train"]["num_episodes"]) == (2, 3)
-    assert config["algo"]["dynamic_filtering_enable"] is True
-    assert config["actor"]["adam"]["lr"] == 5e-7
-    assert config["actor"]["num_gpus_per_node"] == 4
-    assert config["vllm"]["num_engines"] == 2
-    assert config["ckpt"]["output_dir"] == "/out"
-
-
-def test_issue_alias_list_is_covered():
-    table = legacy_alias_table(stock_parser())
-    required = (
-        "advantage_estimator n_samples_per_prompt init_kl_coef use_kl_loss kl_estimator eps_clip eps_clip_low_high "
-        "temperature micro_train_batch_size train_batch_size rollout_batch_size micro_rollout_batch_size "
-        "prompt_max_len generate_max_len pretrain prompt_data input_key label_key max_epochs num_episodes "
-        "remote_rm_url dynamic_filtering"
-    ).split()
-    assert not [name for name in required if name not in table]
-    # Every alias points at a real flag, and none shadows a stock flag name.
-    dests = {a.dest for a in build_parser()._actions}
-    assert set(LEGACY_ALIASES.values()) <= dests
-    assert not [alias for alias in table if f"--{alias}" in stock_parser()._option_string_actions]
 
 
 @pytest.mark.parametrize(

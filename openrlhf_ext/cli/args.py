@@ -7,8 +7,7 @@ block, :func:`run_stock_main` executes it (read with :mod:`ast` from the install
 
 1. the hook receives the stock parser, fully built, and extends it (:func:`extend_parser`):
    more choices for the estimator / policy loss / loss aggregation, the ``--ext.*`` grid switches,
-   the legacy flat spellings (:data:`LEGACY_ALIASES` plus the automatic ``dotted -> underscored``
-   rule) and ``--print_config``;
+   the legacy flat spellings (:mod:`openrlhf_ext.cli.legacy_flags`) and ``--print_config``;
 2. it parses, expands the estimator preset into the grid switches and validates our additions
    (:func:`finalize_extensions`);
 3. OpenRLHF's own validation then runs unchanged on the result and finally calls the ``train``
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import copy
 import dataclasses
 import importlib.util
 import json
@@ -53,6 +51,7 @@ from openrlhf_ext.algorithms.config import (
     Preset,
     get_preset,
 )
+from openrlhf_ext.cli.legacy_flags import add_legacy_flags
 from openrlhf_ext.data.templates import TEMPLATE_NAMES
 from openrlhf_ext.job.checks import RangeError, check_numeric_ranges
 from openrlhf_ext.job.inputs import EMBEDDED_MODEL, EMBEDDED_PROMPTS
@@ -67,7 +66,6 @@ PROG = "python -m openrlhf_ext.cli.train_ppo_ray"
 NEW_PARAM_DTYPES = ("fp32",)  # the CPU default where bf16 would be emulated
 
 
-LEGACY_NO_OP_FLAGS = ("--bf16", "--flash_attn")
 ON_OFF = ("on", "off")
 GRID_SWITCHES = ("filter", "baseline", "std_scale", "stats", "positive_only")
 # Our on/off flags, their value when neither the user nor the preset sets them.
@@ -98,98 +96,6 @@ EMBEDDED_PROFILE: dict[str, Any] = {
     # vllm_kl, which shows every step that the engine samples from the synced policy.
     "algo.advantage.is_correction_level": "token",
 }
-
-# Legacy flat spellings (older OpenRLHF, the papers' scripts) whose name is not simply the new
-# dotted name with "." replaced by "_" (those are added automatically, see legacy_alias_table).
-LEGACY_ALIASES: dict[str, str] = {
-    "advantage_estimator": "algo.advantage.estimator",
-    "n_samples_per_prompt": "rollout.n_samples_per_prompt",
-    "init_kl_coef": "algo.kl.init_coef",
-    "kl_target": "algo.kl.target",
-    "kl_horizon": "algo.kl.horizon",
-    "use_kl_loss": "algo.kl.use_loss",
-    "kl_estimator": "algo.kl.estimator",
-    "eps_clip": "actor.eps_clip",
-    "eps_clip_low_high": "actor.eps_clip_low_high",
-    "dual_clip": "actor.dual_clip",
-    "value_clip": "critic.value_clip",
-    "temperature": "rollout.temperature",
-    "top_p": "rollout.top_p",
-    "micro_train_batch_size": "train.micro_batch_size",
-    "train_batch_size": "train.batch_size",
-    "rollout_batch_size": "rollout.batch_size",
-    "micro_rollout_batch_size": "rollout.micro_batch_size",
-    "prompt_max_len": "ext.prompt_max_len",
-    "generate_max_len": "rollout.max_new_tokens",
-    "pretrain": "actor.model_name_or_path",
-    "reward_pretrain": "reward.model_name_or_path",
-    "critic_pretrain": "critic.model_name_or_path",
-    "prompt_data": "data.prompt_dataset",
-    "prompt_data_probs": "data.prompt_probs",
-    "prompt_split": "data.prompt_split",
-    "input_key": "data.input_key",
-    "label_key": "data.label_key",
-    "input_template": "data.input_template",
-    "apply_chat_template": "data.apply_chat_template",
-    "max_samples": "data.max_samples",
-    "max_len": "data.max_len",
-    "max_epochs": "train.max_epochs",
-    "num_episodes": "train.num_episodes",
-    "remote_rm_url": "reward.remote_url",
-    "dynamic_filtering": "algo.dynamic_filtering_enable",
-    "dynamic_filtering_reward_range": "algo.dynamic_filtering_range",
-    "gamma": "algo.advantage.gamma",
-    "lambd": "algo.advantage.lambd",
-    "no_advantage_std_norm": "algo.advantage.no_std_norm",
-    "policy_loss_type": "actor.policy_loss_type",
-    "loss_agg_mode": "actor.loss_agg_mode",
-    "entropy_loss_coef": "actor.entropy_coef",
-    "aux_loss_coef": "actor.aux_loss_coef",
-    "actor_learning_rate": "actor.adam.lr",
-    "critic_learning_rate": "critic.adam.lr",
-    "l2": "actor.adam.weight_decay",
-    "adam_betas": "actor.adam.betas",
-    "lr_warmup_ratio": "actor.lr_warmup_ratio",
-    "max_norm": "actor.max_norm",
-    "seed": "train.seed",
-    "zero_stage": "ds.zero_stage",
-    "adam_offload": "ds.adam_offload",
-    "gradient_checkpointing": "actor.gradient_checkpointing_enable",
-    "packing_samples": "ds.packing_samples",
-    "attn_implementation": "ds.attn_implementation",
-    "colocate_all_models": "train.colocate_all",
-    "colocate_actor_ref": "train.colocate_actor_ref",
-    "colocate_critic_reward": "train.colocate_critic_reward",
-    "deepspeed_enable_sleep": "ds.enable_sleep",
-    "vllm_sync_backend": "vllm.sync_backend",
-    "enforce_eager": "vllm.enforce_eager",
-    "enable_prefix_caching": "vllm.enable_prefix_caching",
-    "save_path": "ckpt.output_dir",
-    "ckpt_path": "ckpt.path",
-    "save_steps": "ckpt.save_steps",
-    "save_hf_ckpt": "ckpt.save_hf",
-    "disable_ds_ckpt": "ckpt.disable_ds",
-    "max_ckpt_num": "ckpt.max_num",
-    "max_ckpt_mem": "ckpt.max_mem",
-    "load_checkpoint": "ckpt.load_enable",
-    "logging_steps": "logger.logging_steps",
-    "eval_steps": "eval.steps",
-    "eval_dataset": "eval.dataset",
-    "eval_temperature": "eval.temperature",
-    "eval_n_samples_per_prompt": "eval.n_samples_per_prompt",
-    "use_wandb": "logger.wandb.key",
-    "wandb_project": "logger.wandb.project",
-    "wandb_run_name": "logger.wandb.run_name",
-    "use_tensorboard": "logger.tensorboard_dir",
-    "normalize_reward": "reward.normalize_enable",
-    "reward_clip_range": "reward.clip_range",
-    "agent_func_path": "train.agent_func_path",
-    "async_train": "train.async_enable",
-    "full_determinism": "train.full_determinism_enable",
-    "use_dynamic_batch": "train.dynamic_batch_enable",
-    "freezing_actor_steps": "critic.freezing_steps",
-}
-
 
 def default_reward_file() -> str:
     """The project's math reward, in OpenRLHF's ``--reward.remote_url file.py`` form."""
@@ -283,42 +189,6 @@ def _extend_choices(parser: argparse.ArgumentParser, dest: str, extra: Sequence[
     action.choices = list(action.choices) + [c for c in extra if c not in action.choices]
 
 
-def legacy_alias_table(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """Every legacy flat flag name -> the dest it sets (explicit table + ``a.b_c`` -> ``a_b_c``)."""
-    taken = set(parser._option_string_actions)
-    table = {}
-    for action in parser._actions:
-        if "." in action.dest:
-            flat = action.dest.replace(".", "_")
-            if f"--{flat}" not in taken:
-                table[flat] = action.dest
-    table.update(LEGACY_ALIASES)
-    return {alias: dest for alias, dest in sorted(table.items()) if f"--{alias}" not in taken}
-
-
-def _add_legacy_aliases(parser: argparse.ArgumentParser) -> None:
-    by_dest = {a.dest: a for a in parser._actions}
-    for alias, dest in legacy_alias_table(parser).items():
-        # A clone of the real action under another option string; SUPPRESS keeps it from
-        # overwriting the real default.
-        clone = copy.copy(by_dest[dest])
-        clone.option_strings = [f"--{alias}"]
-        clone.default = argparse.SUPPRESS
-        clone.help = argparse.SUPPRESS
-        clone.required = False
-        parser._add_action(clone)
-        parser._option_string_actions[f"--{alias}"] = clone
-    # Older scripts pass flags that are now defaults (bf16, flash attention); accept them as no-ops.
-    for flag in LEGACY_NO_OP_FLAGS:
-        if flag not in parser._option_string_actions:
-            parser.add_argument(flag, action=_NoOp, nargs=0, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-
-
-class _NoOp(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):
-        pass
-
-
 def _one_line_error(parser: argparse.ArgumentParser, message: str) -> None:
     """argparse's error() without the (very long) usage block: one line naming the flag."""
     parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")
@@ -330,7 +200,7 @@ def extend_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _extend_choices(parser, "actor.loss_agg_mode", LOSS_AGG_MODES)
     _extend_choices(parser, "ds.param_dtype", NEW_PARAM_DTYPES)
     _add_ext_arguments(parser)
-    _add_legacy_aliases(parser)
+    add_legacy_flags(parser)
     parser.prog = PROG
     parser.error = types.MethodType(_one_line_error, parser)
     return parser
