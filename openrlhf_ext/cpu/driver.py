@@ -29,7 +29,6 @@ CPU_PER_BUNDLE = 0.01
 
 # Stock flags that name CUDA-only features; adapt_args_for_cpu refuses them with this reason.
 UNSUPPORTED_ON_CPU = {
-    ("ds", "packing_samples"): "packing needs flash-attn's varlen CUDA kernels",
     ("ds", "load_in_4bit"): "bitsandbytes 4-bit loading needs CUDA",
     ("ds", "use_liger_kernel"): "Liger kernels are Triton (GPU) kernels",
     ("train", "enable_ema"): "OpenRLHF's EMA update moves weights to 'cuda'",
