@@ -1,10 +1,12 @@
 """Reward scoring throughput and latency: worker pool (1 and 2 workers) vs a naive in-process loop.
 
-    python benchmarks/bench_reward.py [--n 2000] [--limit 1.0] [--adversarial 0.1]
+    python benchmarks/bench_reward.py [--data math500,gsm8k_train] [--n 2000] [--limit 1.0] [--adversarial 0.1]
 
-Responses are built from the shared MATH500 and GSM8K reference answers (half correct, half with a
-perturbed answer; boxed, answer-tag and ``####`` forms with prose); a fraction is adversarial output
-from :mod:`tests/support/reward_corpus.py`, among them inputs that never finish in math-verify.
+Responses are built from the reference answers of ``--data`` (benchmark names, docs/evaluation.md, or
+your files; default MATH500 and GSM8K's train split): half correct, half with a perturbed answer, in
+boxed and answer-tag form with prose, and integer answers also in GSM8K's ``####`` form; a fraction is
+adversarial output from :mod:`tests/support/reward_corpus.py`, among them inputs that never finish in
+math-verify.
 
 Measured in the same run:
 
@@ -31,7 +33,7 @@ import threading
 import time
 from pathlib import Path
 
-from openrlhf_ext.data import load_problems
+from openrlhf_ext.data import DatasetFormatError, load_problems
 from openrlhf_ext.rewards import RewardConfig, ScoringPool, percentile, score_responses
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test and benchmark support
@@ -42,15 +44,17 @@ from support.reward_corpus import (  # noqa: E402
     reference_response,
 )
 
-DATA = Path(os.environ.get("OPENRLHF_EXT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared/data/math"))
 
-
-def build_items(n: int, adversarial: float, seed: int) -> tuple[list, list[str], list[bool]]:
-    """``n`` (response, label) pairs and a flag per pair saying whether it is adversarial."""
+def build_items(data: str, n: int, adversarial: float, seed: int) -> tuple[list, list[str], list[bool]]:
+    """``n`` (response, label) pairs from the answers of the comma-separated sources ``data``, and a flag
+    per pair saying whether it is adversarial."""
     rng = random.Random(seed)
     rows = []
-    for name, forms in (("math500", ("boxed", "answer_tag")), ("gsm8k_train", ("boxed", "answer_tag", "gsm8k"))):
-        rows += [(p["answer"], forms) for p in load_problems(str(DATA / f"{name}.jsonl"))]
+    for source in data.split(","):
+        for p in load_problems(source.strip()):
+            # "#### 42" is how a GSM8K-style solution states a whole number, not a LaTeX answer.
+            integer = p["answer"].lstrip("-").isdigit()
+            rows.append((p["answer"], ("boxed", "answer_tag", "gsm8k") if integer else ("boxed", "answer_tag")))
     bad = list(HANGING_OUTPUTS.values()) + list(QUICK_BAD_OUTPUTS.values())
     n_bad = round(n * adversarial)
     responses, labels, flags = [], [], []
@@ -121,6 +125,7 @@ def line(name: str, n: int, seconds: float, latencies: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="math500,gsm8k_train", help="benchmark names or files, comma-separated")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--limit", type=float, default=1.0, help="hard limit per response (s)")
     parser.add_argument("--adversarial", type=float, default=0.1)
@@ -128,7 +133,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the pool logs every timeout; the counts are printed below
 
-    responses, labels, flags = build_items(args.n, args.adversarial, args.seed)
+    try:
+        responses, labels, flags = build_items(args.data, args.n, args.adversarial, args.seed)
+    except DatasetFormatError as err:  # e.g. offline without the datasets cached: pass --data your files
+        parser.exit(2, f"{parser.prog}: error: --data: {err}\n")
     clean = [i for i, bad in enumerate(flags) if not bad]
     clean_resp, clean_labels = [responses[i] for i in clean], [labels[i] for i in clean]
     print(f"{args.n} responses, {args.n - len(clean)} adversarial, limit {args.limit}s, {os.cpu_count()} CPUs")

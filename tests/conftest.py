@@ -9,24 +9,15 @@ that wraps OpenRLHF does; this is the only place tests rely on stubs.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import dataclasses
 
 import pytest
-from helpers import REPO_ROOT
+from helpers import MATH_DATA, read_problems, write_hub_dataset
 
+from openrlhf_ext.data import BENCHMARKS
 from openrlhf_ext.reaches import Where, apply
 
 apply(Where.IMPORT)  # see the module docstring
-
-SHARED_DATA = Path(os.environ.get("OPENRLHF_EXT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data" / "math"))
-
-
-@pytest.fixture(scope="session")
-def shared_math_dir() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared math data not found at {SHARED_DATA}")
-    return SHARED_DATA
 
 
 @pytest.fixture(autouse=True)
@@ -63,9 +54,30 @@ def local_ray():
 
 
 @pytest.fixture
-def prompts_file(tmp_path, shared_math_dir) -> str:
-    """Eight GSM8K problems as a prompt JSONL (`problem` / `answer` keys)."""
-    lines = (shared_math_dir / "gsm8k_train.jsonl").read_text().splitlines()[:8]
-    path = tmp_path / "prompts.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
+def prompts_file() -> str:
+    """Eight GSM8K-style problems as a prompt JSONL (`problem` / `answer` keys)."""
+    return str(MATH_DATA / "gsm8k_style.jsonl")
+
+
+@pytest.fixture
+def hub_benchmarks(tmp_path, monkeypatch) -> dict[str, list[dict[str, str]]]:
+    """Every row of the benchmark registry pointed at a local copy of its Hugging Face dataset (tests
+    reach no network), laid out and shaped as on the Hub: Dr. GRPO's suite (one split per benchmark,
+    answers in lists, two of them in one OlympiadBench list) and GSM8K (config ``main``, answers after
+    ``####`` with thousands separators). Returns the problems each name must load."""
+    math, gsm8k = read_problems("math_style"), read_problems("gsm8k_style")
+    expected = {"math500": math[:4], "aime24": gsm8k[:2], "amc23": math[4:6], "minerva_math": math[13:15],
+                "olympiadbench": math[11:13], "gsm8k": gsm8k[2:5], "gsm8k_train": gsm8k}
+    suite = {BENCHMARKS[name].split: [{"problem": p["problem"],
+                                        "answer": p["answer"].split(", ") if name == "olympiadbench" else [p["answer"]]}
+                                       for p in problems]
+             for name, problems in expected.items() if BENCHMARKS[name].dataset == "lkevinzc/math-eval"}
+    assert [len(row["answer"]) for row in suite["olympiad_bench"]] == [1, 2]  # "-3, 3": several answers
+    gsm8k_splits = {BENCHMARKS[name].split: [{"question": p["problem"], "answer": f"Adding up.\n#### {int(p['answer']):,}"}
+                                             for p in problems] for name, problems in expected.items()
+                    if BENCHMARKS[name].dataset == "openai/gsm8k"}
+    copies = {"lkevinzc/math-eval": write_hub_dataset(tmp_path / "math-eval", suite),
+              "openai/gsm8k": write_hub_dataset(tmp_path / "gsm8k", gsm8k_splits, config="main")}
+    for name, benchmark in BENCHMARKS.items():
+        monkeypatch.setitem(BENCHMARKS, name, dataclasses.replace(benchmark, dataset=copies[benchmark.dataset]))
+    return expected

@@ -9,6 +9,32 @@ from openrlhf_ext.reaches.ports import RendezvousSocket
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HALF_FILTERED_REWARD = str(REPO_ROOT / "tests" / "data" / "half_filtered_reward.py")
+# The suite's own problems, in the prompt-file schema {"problem": str, "answer": str}: gsm8k_style.jsonl
+# (8 word problems, integer answers), math_style.jsonl (16 problems whose answers take the forms the
+# reward meets in MATH-style benchmarks: tuples, fractions, roots, intervals, bases, text, degrees,
+# polynomials, matrices, lists, decimals, percents, expressions without digits).
+MATH_DATA = REPO_ROOT / "tests" / "data" / "math"
+
+
+def read_problems(name: str) -> list[dict[str, str]]:
+    """The records of tests/data/math/<name>.jsonl."""
+    return [json.loads(line) for line in (MATH_DATA / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def write_hub_dataset(root: Path, splits: dict[str, list[dict]], config: str = "default") -> str:
+    """A local folder laid out as a Hugging Face dataset repository (one parquet file per split, the
+    README's ``configs:`` naming them), read by ``datasets.load_dataset`` as it reads the Hub's; returns
+    its path, to stand in for a Hub id."""
+    import datasets
+
+    (root / config).mkdir(parents=True)
+    entries = []
+    for split, rows in splits.items():
+        datasets.Dataset.from_list(rows).to_parquet(root / config / f"{split}-00000-of-00001.parquet")
+        entries.append(f"  - split: {split}\n    path: {config}/{split}-*")
+    (root / "README.md").write_text(f"---\nconfigs:\n- config_name: {config}\n  data_files:\n" + "\n".join(entries)
+                                    + "\n---\n", encoding="utf-8")
+    return str(root)
 
 
 def free_port() -> int:

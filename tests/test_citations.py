@@ -63,7 +63,7 @@ def _tracked_text_files() -> dict[str, str]:
 
 
 def test_forbidden_references_names_each_line():
-    text = "ok\nas in SPEC §1 and Seed 004 Eq. 1\nsee SPEC.md\n../shared/seeds/000_x.txt\nSPECIAL, seed 10, UNSPECIFIED"
+    text = "ok\nas in SPEC §1 and Seed 004 Eq. 1\nsee SPEC.md\nshared/seeds/000_x.txt\nSPECIAL, seed 10, UNSPECIFIED"
     assert forbidden_references(text) == [(2, "SPEC §"), (2, "Seed 00"), (3, "SPEC.md"), (4, "shared/seeds")]
 
 

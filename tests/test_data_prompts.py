@@ -7,6 +7,7 @@ import re
 from types import SimpleNamespace
 
 import pytest
+from helpers import MATH_DATA
 
 from openrlhf_ext.data import (
     DatasetFormatError,
@@ -85,13 +86,13 @@ def test_unknown_template():
 # ---------------------------------------------------------------- loading
 
 
-def test_shared_files_load_as_they_are(shared_math_dir):
-    for name, count in (("math500", 500), ("amc23", 83), ("gsm8k_train", 8792)):
-        problems = load_problems(str(shared_math_dir / f"{name}.jsonl"))
+def test_prompt_files_load_as_they_are():
+    for name, count in (("math_style", 16), ("gsm8k_style", 8)):
+        problems = load_problems(str(MATH_DATA / f"{name}.jsonl"))
         assert len(problems) == count
-        assert set(problems[0]) == {"problem", "answer"}
-    first = load_problems(str(shared_math_dir / "math500.jsonl"), limit=1)[0]
-    assert first["answer"] == "\\left( 3, \\frac{\\pi}{2} \\right)"
+        assert all(set(p) == {"problem", "answer"} and p["problem"].strip() for p in problems)
+    first = load_problems(str(MATH_DATA / "math_style.jsonl"), limit=1)[0]
+    assert first["answer"] == "\\left( 2, \\frac{3\\pi}{2} \\right)"
 
 
 def test_custom_keys_and_numeric_answers(tmp_path):
@@ -142,6 +143,13 @@ def test_json_list_and_hf_sources(tmp_path):
     expected = [{"problem": "What is 3+4?", "answer": "7"}, {"problem": "What is 5+6?", "answer": "11"}]
     assert load_problems(str(tmp_path / "saved"), problem_key="q", answer_key="a") == expected
     assert load_problems(str(tmp_path / "rows.parquet"), problem_key="q", answer_key="a") == expected
+    # Answers in lists (OlympiadBench's several final answers): joined; an empty list is no answer.
+    listed = {"q": ["Solve x^2 = 9.", "1+1?"], "a": [["-3", " 3\n"], ["2"]]}
+    datasets.Dataset.from_dict(listed).to_parquet(str(tmp_path / "lists.parquet"))
+    assert [p["answer"] for p in load_problems(str(tmp_path / "lists.parquet"), "q", "a")] == ["-3, 3", "2"]
+    datasets.Dataset.from_dict({"q": ["1+1?"], "a": [[]]}).to_parquet(str(tmp_path / "empty.parquet"))
+    with pytest.raises(DatasetFormatError, match=r"empty\.parquet\[0\]: 'a' is empty"):
+        load_problems(str(tmp_path / "empty.parquet"), "q", "a")
 
 
 # ---------------------------------------------------------------- synthetic problems
@@ -244,7 +252,7 @@ def test_written_file_loads_in_openrlhf_prompt_dataset(tmp_path):
     assert datasource == "synthetic"
 
 
-def test_chat_records_and_cli(tmp_path, shared_math_dir, capsys):
+def test_chat_records_and_cli(tmp_path, capsys):
     records = build_prompt_records([{"problem": "What is 2+2?", "answer": "4"}], "chat", _chat_tokenizer(), "toy")
     assert records == [
         {
@@ -254,11 +262,19 @@ def test_chat_records_and_cli(tmp_path, shared_math_dir, capsys):
             "datasource": "toy",
         }
     ]
-    out = tmp_path / "amc.jsonl"
-    build_main(["--source", str(shared_math_dir / "amc23.jsonl"), "--template", "r1", "--out", str(out)])
+    out = tmp_path / "mixed.jsonl"
+    # Several sources, comma-separated as OpenRLHF spells them; --limit applies to each.
+    sources = f"{MATH_DATA / 'math_style.jsonl'}, {MATH_DATA / 'gsm8k_style.jsonl'}"
+    build_main(["--source", sources, "--template", "r1", "--limit", "10", "--out", str(out)])
     assert "--data.label_key label" in capsys.readouterr().out
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(lines) == 83 and lines[0]["input"].endswith("\nAssistant: <think>")
-    assert lines[0]["datasource"] == "amc23"
+    assert len(lines) == 18 and all(line["input"].endswith("\nAssistant: <think>") for line in lines)
+    assert [line["datasource"] for line in lines] == ["math_style"] * 10 + ["gsm8k_style"] * 8
+    assert lines[10]["label"] == "13" and lines[10]["problem"].startswith("A baker makes 24 muffins")
+    with pytest.raises(SystemExit) as exit_info:  # a bad source: its one line, no traceback
+        build_main(["--source", str(tmp_path / "nope.jsonl"), "--out", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f": error: {tmp_path / 'nope.jsonl'}: no such file\n") and err.count("\n") == 1
     write_jsonl([{"input": "é"}], tmp_path / "utf8.jsonl")
     assert (tmp_path / "utf8.jsonl").read_text(encoding="utf-8") == '{"input": "é"}\n'

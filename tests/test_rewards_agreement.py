@@ -1,19 +1,17 @@
-"""Agreement on the shared benchmarks (docs/rewards.md): a response built from the reference answer scores 1
+"""Agreement on benchmark-style answers (docs/rewards.md): a response built from the reference answer scores 1
 in every answer form, a response with a perturbed answer scores 0. Runs through the worker pool,
 as training does."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
+from helpers import read_problems
 from support.reward_corpus import perturb_answer, reference_response
 
 from openrlhf_ext.rewards import RewardConfig, ScoringPool, score_responses
 
 # Generous: the limit is not what this test is about, and a loaded CI machine must not time out.
 CONFIG = RewardConfig(timeout_s=20.0, workers=2)
-GSM8K_ROWS = 300
 
 
 def test_perturb_changes_the_value():
@@ -28,21 +26,15 @@ def pool():
         yield p
 
 
-def _rows(shared_math_dir, name: str, limit: int | None = None) -> list[dict]:
-    lines = (shared_math_dir / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()[:limit]
-    return [json.loads(line) for line in lines]
-
-
 @pytest.mark.parametrize(
-    "name, forms, limit",
+    "name, forms",
     [
-        ("math500", ("boxed", "answer_tag"), None),
-        ("amc23", ("boxed", "answer_tag"), None),
-        ("gsm8k_train", ("boxed", "answer_tag", "gsm8k"), GSM8K_ROWS),
+        ("math_style", ("boxed", "answer_tag")),
+        ("gsm8k_style", ("boxed", "answer_tag", "gsm8k")),
     ],
 )
-def test_reference_answers_score_one_and_perturbed_zero(shared_math_dir, pool, name, forms, limit):
-    rows = _rows(shared_math_dir, name, limit)
+def test_reference_answers_score_one_and_perturbed_zero(pool, name, forms):
+    rows = read_problems(name)
     responses, labels, expected, what = [], [], [], []
     for row in rows:
         answer = row["answer"]

@@ -21,12 +21,10 @@ import copy
 
 import pytest
 import torch
+from openrlhf.trainer.ppo_utils.experience import Experience
+from support.stock_openrlhf import max_advantage_gap, shuffled_micro_batches, stock_maker
 
 from openrlhf_ext.algorithms import PRESETS, compute_token_advantages
-
-pytest.importorskip("openrlhf.trainer.ppo_utils.experience_maker")
-from openrlhf.trainer.ppo_utils.experience import Experience  # noqa: E402
-from support.stock_openrlhf import max_advantage_gap, shuffled_micro_batches, stock_maker  # noqa: E402
 
 STOCK_CRITIC_FREE = ("reinforce", "rloo", "reinforce_baseline", "group_norm", "dr_grpo", "flash_reinforce")
 

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from helpers import HALF_FILTERED_REWARD, read_metrics, small_run_flags
+from helpers import HALF_FILTERED_REWARD, MATH_DATA, read_metrics, small_run_flags
 
 from openrlhf_ext.cli.args import resolve_train_config
 from openrlhf_ext.cli.sweep import sweep
@@ -177,14 +177,14 @@ def test_dry_run_lists_runs_and_skips_finished_ones(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_cpu_sweep_three_estimators_then_resume(tmp_path, tiny_model_dir, shared_math_dir, capsys):
+def test_cpu_sweep_three_estimators_then_resume(tmp_path, tiny_model_dir, capsys):
     train = small_run_flags(tiny_model_dir, tmp_path / "unused")
     for owned in ("--save_path", "--ext.num_prompts"):  # the sweep sets these per run
         i = train.index(owned)
         del train[i : i + 2]
     out = tmp_path / "sweep"
     argv = ["--estimators", "raft,reinforce_rej,group_norm", "--seeds", "7", "--steps", "2", "--output_dir", str(out),
-            "--eval_data", str(shared_math_dir / "amc23.jsonl"), "--eval_limit", "2", "--eval_n_samples", "2",
+            "--eval_data", str(MATH_DATA / "math_style.jsonl"), "--eval_limit", "2", "--eval_n_samples", "2",
             "--eval_max_new_tokens", "8", *train, "--remote_rm_url", HALF_FILTERED_REWARD]
     assert sweep(argv) == 0
     for estimator in ("raft", "reinforce_rej", "group_norm"):
@@ -193,7 +193,7 @@ def test_cpu_sweep_three_estimators_then_resume(tmp_path, tiny_model_dir, shared
         rows = read_metrics(run_dir)
         assert [r["step"] for r in rows] == [1, 2]
         eval_report = json.loads((run_dir / "eval" / "report.json").read_text())
-        assert eval_report["benchmarks"]["amc23"]["n_problems"] == 2
+        assert eval_report["benchmarks"]["math_style"]["n_problems"] == 2
         assert eval_report["model"] == str(run_dir)
     config = json.loads((out / "raft-seed7" / "sweep_run.json").read_text())["flags"]
     assert config[config.index("--train.seed") + 1] == "7"
@@ -201,7 +201,7 @@ def test_cpu_sweep_three_estimators_then_resume(tmp_path, tiny_model_dir, shared
     assert (out / "sweep_reward.png").read_bytes()[:8] == PNG_MAGIC
     for estimator in ("raft", "reinforce_rej", "group_norm"):
         assert f"| {estimator} | 1 | 2 |" in report
-    assert "amc23 avg@2" in report
+    assert "math_style avg@2" in report
     capsys.readouterr()
 
     # Same command again: nothing is retrained or re-evaluated, the report is rewritten.

@@ -1,9 +1,9 @@
 """``python -m openrlhf_ext.cli.evaluate``: avg@k / pass@k / greedy accuracy on math benchmarks (docs/evaluation.md).
 
-Example (the benchmarks of seeds 000 and 004)::
+Example (the benchmarks of the Minimalist paper and Dr. GRPO, by name: docs/evaluation.md)::
 
     python -m openrlhf_ext.cli.evaluate --pretrain runs/demo \\
-        --eval_data ../shared/data/math/math500.jsonl,../shared/data/math/aime24.jsonl \\
+        --eval_data math500,minerva_math,olympiadbench,aime24,amc23 \\
         --n_samples 16 --temperature 1.0 --max_new_tokens 3000 --template qwen_math --greedy
 
 Without ``--pretrain`` the embedded SmolLM2-135M-Instruct is evaluated. Reports go to ``--output_dir``
@@ -17,9 +17,9 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from openrlhf_ext.data import TEMPLATE_NAMES
+from openrlhf_ext.data import BENCHMARKS, TEMPLATE_NAMES
 from openrlhf_ext.eval.generation import BACKENDS
 
 
@@ -28,9 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 allow_abbrev=False)
     p.add_argument("--pretrain", default=None, help="HF model folder or name (default: the embedded SmolLM2-135M)")
     p.add_argument("--eval_data", required=True,
-                   help="comma-separated benchmark sources: JSONL/JSON files, HF datasets, synthetic:D:N")
-    p.add_argument("--problem_key", default="problem")
-    p.add_argument("--answer_key", default="answer")
+                   help=f"comma-separated benchmarks: names ({', '.join(BENCHMARKS)}), JSONL/JSON files, "
+                        "parquet files, save_to_disk folders, synthetic:D:N")
+    p.add_argument("--problem_key", default="problem", help="question column of files (names bring their own)")
+    p.add_argument("--answer_key", default="answer", help="answer column of files (names bring their own)")
     p.add_argument("--n_samples", type=int, default=4, help="samples per problem (the k of avg@k, pass@1..k)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top_p", type=float, default=1.0)
@@ -51,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward_timeout", type=float, default=5.0, help="hard limit (s) of one scoring call")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
+
+
+def input_error(parser: argparse.ArgumentParser, err: ValueError) -> NoReturn:
+    """Exit 2 with the one error line: the flags parsed, so the usage text would only hide it."""
+    parser.exit(2, f"{parser.prog}: error: {err}\n")
 
 
 def default_template(tokenizer: Any) -> str:
@@ -75,7 +81,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
                              seed=args.seed, limit=args.limit)
         RewardConfig(timeout_s=args.reward_timeout)
     except ValueError as err:
-        parser.error(str(err))
+        input_error(parser, err)
     model = args.pretrain
     if model is None:
         from openrlhf_ext.models.embedded import ensure_embedded_model
@@ -84,7 +90,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     try:
         check_model_path("--pretrain", model)
     except InputError as err:
-        parser.error(str(err))
+        input_error(parser, err)
     generator = make_generator(model, backend=args.backend, batch_size=args.batch_size, dtype=args.dtype,
                                tensor_parallel_size=args.tensor_parallel_size, seed=args.seed,
                                progress=not args.no_progress)

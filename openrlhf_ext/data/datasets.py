@@ -5,12 +5,15 @@ Sources (:func:`load_problems`):
 * ``*.jsonl``: one JSON object per line, read here so a malformed line is reported with file and line
   number (blank lines are skipped);
 * ``*.json``: a JSON list of objects;
+* a benchmark name (``math500``, ``gsm8k_train``, ...: :data:`openrlhf_ext.data.benchmarks.BENCHMARKS`)
+  that is not a local path: its Hugging Face dataset, with the registry's columns and answer rule;
 * anything else: a Hugging Face ``datasets`` source (``*.parquet`` / ``*.csv`` / ``*.arrow`` files, a
   directory written by ``save_to_disk``, or a dataset name available locally);
 * ``synthetic:D`` / ``synthetic:D:N`` (generated arithmetic, :mod:`openrlhf_ext.data.synthetic`) and
   ``reasoning_gym:TASK[:N]`` (:mod:`openrlhf_ext.data.puzzles`): embedded sources that need no files.
 
-Each problem record is ``{"problem": str, "answer": str}``. :func:`build_prompt_records` turns them into
+Each problem record is ``{"problem": str, "answer": str}``; an answer given as a list (several final
+answers) becomes its items joined by ", ". :func:`build_prompt_records` turns them into
 ``{"input": prompt, "label": answer, "problem": ..., "datasource": ...}``: ``input`` is OpenRLHF's
 default ``--data.input_key``, so a written file is used with ``--data.label_key label`` and without
 ``--data.apply_chat_template`` / ``--data.input_template`` (the template is already applied).
@@ -23,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from openrlhf_ext.data.benchmarks import BENCHMARKS, Benchmark
 from openrlhf_ext.data.templates import apply_template
 
 INPUT_KEY = "input"
@@ -43,9 +47,11 @@ def _record(obj: Any, where: str, problem_key: str, answer_key: str) -> dict[str
     problem, answer = obj[problem_key], obj[answer_key]
     if not isinstance(problem, str) or not problem.strip():
         raise DatasetFormatError(f"{where}: {problem_key!r} must be a non-empty string")
-    if answer is None or (isinstance(answer, str) and not answer.strip()):
+    # A list holds several final answers (OlympiadBench) or one (Dr. GRPO's suite keeps every answer in a list).
+    text = ", ".join(str(a).strip() for a in answer) if isinstance(answer, list) else str(answer).strip()
+    if answer is None or not text:
         raise DatasetFormatError(f"{where}: {answer_key!r} is empty")
-    return {"problem": problem, "answer": str(answer)}
+    return {"problem": problem, "answer": text}
 
 
 Row = tuple[str, Any]  # (where: "file:line" or "file[index]", the parsed object)
@@ -97,6 +103,30 @@ def _read_hf(source: str, split: str) -> list[Row]:
     return [(f"{source}[{i}]", row) for i, row in enumerate(data)]
 
 
+def _read_benchmark(name: str, benchmark: Benchmark) -> list[dict[str, str]]:
+    import datasets  # heavy; only for this kind of source
+
+    where = f"{benchmark.dataset} ({benchmark.config + ', ' if benchmark.config else ''}split {benchmark.split})"
+    try:
+        data = datasets.load_dataset(benchmark.dataset, benchmark.config, split=benchmark.split)
+    except OSError as exc:  # no network, offline mode, unknown or gated id: ConnectionError, HTTP errors
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatasetFormatError(f"{name}: {where} could not be fetched from the Hugging Face Hub (offline?): "
+                                 f"{reason}") from None
+    except ValueError as exc:  # fetched, but the dataset no longer has the registry's config or split
+        raise DatasetFormatError(f"{name}: {where}: {exc}") from None
+    records = []
+    for i, row in enumerate(data):
+        record = _record(row, f"{name}: {benchmark.dataset}[{i}]", benchmark.problem_field, benchmark.answer_field)
+        if benchmark.extraction is not None:
+            try:
+                record["answer"] = benchmark.extraction.read(record["answer"])
+            except ValueError as exc:
+                raise DatasetFormatError(f"{name}: {benchmark.dataset}[{i}]: {exc}") from None
+        records.append(record)
+    return records
+
+
 def read_rows(source: str, split: str = "train") -> list[Row]:
     """Every record of a prompt file (``.jsonl``, ``.json``) or ``datasets`` source, unvalidated, with
     where it comes from; a missing local file or unreadable line raises :class:`DatasetFormatError`."""
@@ -111,6 +141,16 @@ def read_rows(source: str, split: str = "train") -> list[Row]:
     return _read_hf(source, split)
 
 
+def is_benchmark(source: str) -> bool:
+    """``source`` names a row of :data:`~openrlhf_ext.data.benchmarks.BENCHMARKS` (and is not a local path)."""
+    return source in BENCHMARKS and not Path(source).exists()
+
+
+def benchmark_names(value: str) -> list[str]:
+    """The benchmark names among the comma-separated sources of ``value`` (OpenRLHF's list spelling)."""
+    return [part.strip() for part in value.split(",") if is_benchmark(part.strip())]
+
+
 def load_problems(
     source: str,
     problem_key: str = "problem",
@@ -121,7 +161,8 @@ def load_problems(
 ) -> list[dict[str, str]]:
     """Problems of ``source`` (see module docstring) as ``{"problem", "answer"}`` records.
 
-    ``seed`` only matters for the embedded generated sources.
+    ``problem_key`` / ``answer_key`` name the columns of a file or dataset (a benchmark name brings its
+    own); ``seed`` only matters for the embedded generated sources.
     """
     if source.startswith("synthetic:"):
         from openrlhf_ext.data.synthetic import parse_synthetic_source
@@ -131,6 +172,8 @@ def load_problems(
         from openrlhf_ext.data.puzzles import parse_puzzle_source
 
         records = parse_puzzle_source(source, seed=seed, default_n=limit)
+    elif is_benchmark(source):
+        records = _read_benchmark(source, BENCHMARKS[source])
     else:
         records = [_record(obj, where, problem_key, answer_key) for where, obj in read_rows(source, split)]
     if not records:
@@ -173,7 +216,16 @@ def build_prompt_file(
     limit: int | None = None,
     seed: int = DEFAULT_SEED,
 ) -> Path:
-    """Load ``source``, apply ``template`` and write a prompt file for ``--data.prompt_dataset``."""
-    problems = load_problems(source, problem_key, answer_key, limit=limit, seed=seed)
-    datasource = source.split(":")[0] if ":" in source else Path(source).stem
-    return write_jsonl(build_prompt_records(problems, template, tokenizer, datasource), out_path)
+    """Load each source of the comma-separated ``source`` (its first ``limit`` problems, as OpenRLHF's
+    ``--data.max_samples`` limits each dataset), apply ``template`` and write one prompt file for
+    ``--data.prompt_dataset`` / ``--eval.dataset``. A record's ``datasource`` is its source's name
+    (``math500``, ``gsm8k``, a file's stem): OpenRLHF's evaluation reports per datasource."""
+    parts = [part.strip() for part in source.split(",") if part.strip()]
+    if not parts:
+        raise DatasetFormatError(f"{source!r}: no source given")
+    records = []
+    for part in parts:
+        problems = load_problems(part, problem_key, answer_key, limit=limit, seed=seed)
+        datasource = part.split(":")[0] if ":" in part else Path(part).stem
+        records += build_prompt_records(problems, template, tokenizer, datasource)
+    return write_jsonl(records, out_path)

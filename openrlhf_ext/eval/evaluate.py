@@ -54,14 +54,15 @@ class EvalSettings:
 
 
 def benchmark_name(source: str) -> str:
-    """``.../math500.jsonl`` -> ``math500``; ``synthetic:0:8`` -> ``synthetic_0_8``."""
+    """``math500`` (a name) and ``.../math500.jsonl`` -> ``math500``; ``synthetic:0:8`` -> ``synthetic_0_8``."""
     return source.replace(":", "_") if ":" in source and not Path(source).exists() else Path(source).stem
 
 
 def load_benchmarks(sources: Sequence[str], problem_key: str = "problem", answer_key: str = "answer",
                     limit: int | None = None) -> dict[str, list[dict[str, str]]]:
-    """Problems of each source by benchmark name (first ``limit`` of each); two sources with the same
-    name are an error, not a silent overwrite."""
+    """Problems of each source (a benchmark name, a file, ...: :func:`openrlhf_ext.data.load_problems`) by
+    benchmark name (first ``limit`` of each); two sources with the same name are an error, not a silent
+    overwrite."""
     benchmarks: dict[str, list[dict[str, str]]] = {}
     for source in sources:
         name = benchmark_name(source)
