@@ -8,6 +8,8 @@ here they become real paths, in the driver, once:
   seeded by ``--train.seed``) written as a prompt file;
 * with ``--ext.template``, a user's prompt / eval files are re-written with the template applied
   (problem and answer keys from ``--data.input_key`` / ``--data.label_key``);
+* benchmark names (``--prompt_data gsm8k_train``, ``--eval_dataset math500,aime24``: docs/evaluation.md)
+  are loaded and written the same way, with ``--ext.template chat`` unless another is given;
 * the math reward reads its settings from ``OPENRLHF_EXT_REWARD_*`` variables (it is loaded by
   path inside Ray actors), derived from the ``--ext.*`` reward flags.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from openrlhf_ext.data import INPUT_KEY, LABEL_KEY, DatasetFormatError, build_prompt_file
+from openrlhf_ext.data import INPUT_KEY, LABEL_KEY, DatasetFormatError, benchmark_names, build_prompt_file
 from openrlhf_ext.job.checks import InputError, check_models, check_prompt_files
 from openrlhf_ext.rewards import RewardConfig
 from openrlhf_ext.trainer.checkpoints import resolve_resume
@@ -67,6 +69,11 @@ def resolve_prompts(args: SimpleNamespace, tokenizer: Any) -> None:
     data = args.data
     problem_key, answer_key = _problem_answer_keys(data)
     flag = "--data.prompt_dataset"
+    named = benchmark_names(data.prompt_dataset) + benchmark_names(args.eval.dataset or "")
+    if named and not args.ext.template:
+        # OpenRLHF cannot read a benchmark name: it is built here, templated as the embedded prompts are.
+        args.ext.template = "chat"
+        _log(f"{', '.join(named)}: benchmark name(s), prompts built with --ext.template chat")
     if data.prompt_dataset == EMBEDDED_PROMPTS:
         source = f"synthetic:{args.ext.difficulty}:{args.ext.num_prompts}"
         data.prompt_dataset = _templated_file(flag, source, run_dir / "prompts.jsonl", args, tokenizer,
