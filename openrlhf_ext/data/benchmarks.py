@@ -8,9 +8,9 @@ folder of the same name wins over the registry).
 
 The five evaluation benchmarks are the splits of ``lkevinzc/math-eval``, the evaluation suite of
 Dr. GRPO ("Understanding R1-Zero-Like Training", arXiv:2503.20783) as its training code loads it
-(``oat.experiment.run_math_rl``: ``--eval_data lkevinzc/math-eval``, one benchmark per split): the same
-problems as the paper's tables, also MATH500, Minerva Math and OlympiadBench of the Minimalist paper
-(arXiv:2504.11343). Its answers are lists of strings (several for some OlympiadBench problems).
+(``oat.experiment.run_math_rl``: ``--eval_data lkevinzc/math-eval``, one benchmark per split), among
+them the MATH500, Minerva Math and OlympiadBench the Minimalist paper (arXiv:2504.11343) reports. Its
+answers are lists of strings (several for some OlympiadBench problems).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _math_eval(split: str, rows: int, licence: str) -> Benchmark:
 
 def _gsm8k(split: str, rows: int) -> Benchmark:
     return Benchmark("openai/gsm8k", "main", split, "question", "answer", GSM8K_FINAL_ANSWER, rows, "MIT",
-                     "GSM8K (arXiv:2110.14168)")
+                     "GSM8K (Cobbe et al. 2021)")
 
 
 # A plain dict (not a read-only view): tests point a row at a dataset they saved locally.
