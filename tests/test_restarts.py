@@ -4,6 +4,7 @@ metrics file keeping each step once. The real restarts of a run are in test_chao
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -65,7 +66,8 @@ class Run:
             raise failure(error)
 
 
-def test_a_dead_actor_restarts_from_the_newest_checkpoint_and_metrics_keep_each_step_once(tmp_path, capsys):
+def test_a_dead_actor_restarts_from_the_newest_checkpoint_and_metrics_keep_each_step_once(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="openrlhf_ext")
     args = config(tmp_path)
     run = Run(args, [([1, 2, 3], [2], ActorDiedError()),
                      ([3, 4, 5], [4], RewardUnavailable("no reward")),
@@ -76,22 +78,22 @@ def test_a_dead_actor_restarts_from_the_newest_checkpoint_and_metrics_keep_each_
     assert run.steps() == [1, 2, 3, 4, 5, 6]
     # Each restart resumed, and saw the records up to its checkpoint only.
     assert run.seen == [(False, []), (True, [1, 2]), (True, [1, 2, 3, 4])]
-    out = capsys.readouterr().out
-    assert "[openrlhf_ext] restart 1/2 after _ExtPPOTrainer.fit failed: ActorDiedError" in out
-    assert "[openrlhf_ext] restart 2/2: resuming after step 4" in out
+    assert "restart 1/2 after _ExtPPOTrainer.fit failed: ActorDiedError" in caplog.text
+    assert "restart 2/2: resuming after step 4" in caplog.messages
 
 
-def test_a_bug_is_not_restarted_and_restarts_stop_at_the_limit(tmp_path, capsys):
+def test_a_bug_is_not_restarted_and_restarts_stop_at_the_limit(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="openrlhf_ext")
     args = config(tmp_path)
     run = Run(args, [([1], [], ValueError("bug"))])
     with pytest.raises(RunFailure, match="ValueError"):
         run_with_restarts(args, run)
-    assert "restart" not in capsys.readouterr().out
+    assert "restart" not in caplog.text
     args = config(tmp_path, "--ext.max_restarts", "1")
     run = Run(args, [([1, 2], [2], ActorDiedError()), ([3], [], ActorDiedError())])
     with pytest.raises(RunFailure, match="ActorDiedError"):
         run_with_restarts(args, run)
-    assert "restart 1/1 after" in capsys.readouterr().out and not run.script
+    assert "restart 1/1 after" in caplog.text and not run.script
 
 
 def test_a_fresh_run_never_restarts_from_an_older_runs_checkpoint(tmp_path):

@@ -3,6 +3,7 @@ why, or starts fresh."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import torch
 from helpers import free_port
 
 from openrlhf_ext.cli.args import resolve_train_config
+from openrlhf_ext.trainer import checkpoints
 from openrlhf_ext.trainer.checkpoints import (
     INCOMING,
     CheckpointWriteError,
@@ -40,16 +42,27 @@ def config(tmp_path: Path, *flags: str):
                                  "--ckpt_path", str(tmp_path / "ckpt"), "--load_checkpoint", *flags])
 
 
-def test_intact_latest_is_kept(tmp_path, capsys):
+@pytest.fixture
+def logged(caplog) -> pytest.LogCaptureFixture:
+    """Our log messages (this module runs no command, which would configure their level)."""
+    caplog.set_level(logging.INFO, logger="openrlhf_ext")
+    return caplog
+
+
+def resume_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == checkpoints.__name__]
+
+
+def test_intact_latest_is_kept(tmp_path, logged):
     actor = tmp_path / "ckpt" / "_actor"
     save_step(actor, 2), save_step(actor, 4)
     args = config(tmp_path)
     resolve_resume(args)
     assert (actor / "latest").read_text() == "global_step4" and args.ckpt.load_enable
-    assert capsys.readouterr().out == ""
+    assert resume_records(logged) == []
 
 
-def test_damaged_newest_checkpoints_are_skipped_with_reasons(tmp_path, capsys):
+def test_damaged_newest_checkpoints_are_skipped_with_reasons(tmp_path, logged):
     actor = tmp_path / "ckpt" / "_actor"
     save_step(actor, 2)
     damaged = save_step(actor, 4)
@@ -59,33 +72,36 @@ def test_damaged_newest_checkpoints_are_skipped_with_reasons(tmp_path, capsys):
     args = config(tmp_path)
     resolve_resume(args)
     assert (actor / "latest").read_text() == "global_step2" and args.ckpt.load_enable
-    out = capsys.readouterr().out
-    assert f"resuming from {actor / 'global_step2'}; skipped: " in out
+    out = logged.text
+    assert f"resume: resuming from {actor / 'global_step2'}; skipped: " in out
     assert "global_step6 (latest): bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt is incomplete" in out
     assert "global_step4: model states of ranks [0] but optimizer states of ranks [0, 1]" in out
 
 
-def test_latest_naming_a_missing_folder_falls_back(tmp_path, capsys):
+def test_latest_naming_a_missing_folder_falls_back(tmp_path, logged):
     actor = tmp_path / "ckpt" / "_actor"
     save_step(actor, 3)
     (actor / "latest").write_text("global_step9")
     resolve_resume(args := config(tmp_path))
     assert (actor / "latest").read_text() == "global_step3" and args.ckpt.load_enable
-    assert "skipped: global_step9 (latest): no such folder" in capsys.readouterr().out
+    assert "skipped: global_step9 (latest): no such folder" in logged.text
 
 
-def test_empty_actor_folder_or_no_intact_checkpoint_starts_fresh(tmp_path, capsys):
+def test_empty_actor_folder_or_no_intact_checkpoint_starts_fresh(tmp_path, logged):
     actor = tmp_path / "ckpt" / "_actor"
     actor.mkdir(parents=True)  # a kill during the first save
     resolve_resume(args := config(tmp_path))
     assert args.ckpt.load_enable is False
-    assert f"WARNING: no intact checkpoint in {actor}, starting fresh; skipped: no latest file" in capsys.readouterr().out
+    (record,) = resume_records(logged)
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == f"resume: no intact checkpoint in {actor}, starting fresh; skipped: no latest file"
+    logged.clear()
     (save_step(actor, 1) / "zero_pp_rank_0_mp_rank_00_model_states.pt").unlink()
     (save_step(actor, 2) / "zero_pp_rank_0_mp_rank_00_model_states.pt").unlink()
     (actor / "latest").unlink()
     resolve_resume(args := config(tmp_path))
     assert args.ckpt.load_enable is False
-    out = capsys.readouterr().out
+    out = logged.text
     assert "skipped: no latest file; global_step2: model states of ranks [1]" in out and "global_step1:" in out
 
 

@@ -207,6 +207,6 @@ def test_cpu_sweep_three_estimators_then_resume(tmp_path, tiny_model_dir, capsys
     # Same command again: nothing is retrained or re-evaluated, the report is rewritten.
     logs = {p: p.stat().st_mtime for p in out.glob("*/console.log")}
     assert sweep(argv) == 0
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err  # the sweep's own messages are log messages, on stderr
     assert printed.count("finished, skipped") == 3 and printed.count("eval report exists, kept") == 3
     assert {p: p.stat().st_mtime for p in out.glob("*/console.log")} == logs

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import shlex
 import subprocess
 import sys
@@ -48,6 +49,8 @@ from openrlhf_ext.cli.sweep_plan import (
 )
 from openrlhf_ext.eval.generation import BACKENDS
 
+logger = logging.getLogger(__name__)
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -75,10 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restart a failed run up to N times (e.g. after a worker killed for memory)")
     p.add_argument("--dry_run", action="store_true", help="print the runs and their commands, run nothing")
     return p
-
-
-def _log(message: str) -> None:
-    print(f"[sweep] {message}", flush=True)
 
 
 def _eval_template(args: argparse.Namespace, config: SimpleNamespace) -> str:
@@ -118,7 +117,7 @@ def evaluate_run(run: Run, args: argparse.Namespace, settings: Any, reward: Any,
     if (out / REPORT_JSON).exists():
         report = json.loads((out / REPORT_JSON).read_text())
         if report["settings"] == dataclasses.asdict(settings) and list(report["benchmarks"]) == list(benchmarks):
-            _log(f"{run.label}: eval report exists, kept")
+            logger.info("%s: eval report exists, kept", run.label)
             return eval_scores(report)
     generator = make_generator(str(run.run_dir), backend=args.eval_backend, batch_size=args.eval_batch_size,
                                seed=settings.seed)
@@ -180,21 +179,21 @@ def sweep(argv: Sequence[str]) -> int:
     failures: dict[Run, str] = {}
     for i, (run, flags) in enumerate(plan, start=1):
         if finished[run]:
-            _log(f"({i}/{len(plan)}) {run.label}: finished, skipped")
+            logger.info("(%d/%d) %s: finished, skipped", i, len(plan), run.label)
             continue
-        _log(f"({i}/{len(plan)}) {run.label}: training, log {run.run_dir / CONSOLE_FILE}")
+        logger.info("(%d/%d) %s: training, log %s", i, len(plan), run.label, run.run_dir / CONSOLE_FILE)
         started = time.time()
         why = train_one(run, flags, args.steps, args)
         for attempt in range(1, args.retries + 1):
             if not why:
                 break
-            _log(f"{run.label}: failed ({why}); retry {attempt}/{args.retries}")
+            logger.warning("%s: failed (%s); retry %d/%d", run.label, why, attempt, args.retries)
             why = train_one(run, flags, args.steps, args)
         if why:
             failures[run] = why
-            _log(f"{run.label}: FAILED: {why}")
+            logger.error("%s: training failed: %s", run.label, why)
         else:
-            _log(f"{run.label}: done in {time.time() - started:.0f} s")
+            logger.info("%s: done in %.0f s", run.label, time.time() - started)
 
     from openrlhf_ext.reporting.curves import METRICS_FILE, load_metrics
 
@@ -207,10 +206,10 @@ def sweep(argv: Sequence[str]) -> int:
                 evals[run] = evaluate_run(run, args, eval_settings, reward, benchmarks)
             except Exception as err:  # noqa: BLE001  (one run's eval failing must not lose the others' report)
                 failures[run] = f"evaluation failed: {err!r}"
-                _log(f"{run.label}: evaluation FAILED: {err!r}")
+                logger.error("%s: evaluation failed: %r", run.label, err)
     report = write_sweep_report(out_dir, runs, records, args.window, args.tail, evals or None,
                           eval_settings.n_samples if eval_settings else None, failures, command)
-    _log(f"report: {report}")
+    logger.info("report: %s", report)
     print(report.read_text(encoding="utf-8"))
     return 1 if failures else 0
 

@@ -24,7 +24,8 @@ def train(args: SimpleNamespace) -> None:
     from openrlhf_ext.job.launch import launch
     from openrlhf_ext.reporting.console import run_console, show_report
 
-    with run_console(args.ckpt.output_dir, verbose=args.ext.verbose) as log_path:
+    # Bad input found before Ray shows its one error line (main), nothing of the console.
+    with run_console(args.ckpt.output_dir, verbose=args.ext.verbose, input_errors=(InputError,)) as log_path:
         launch(args)
     if log_path:
         show_report(args.ckpt.output_dir)

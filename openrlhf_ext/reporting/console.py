@@ -6,13 +6,25 @@ DeepSpeed ranks, the trainer), whose output Ray forwards to the driver's stdout 
 ``<ckpt.output_dir>/train.log`` by pointing this process's file descriptors 1 and 2 at the file, so
 that the subprocesses Ray starts inherit it too. A thread follows the file and puts on the terminal
 only the trainer's step lines (``[step N/TOTAL] ...``, see :func:`format_step_line`) under a
-progress bar with the ETA of the whole run, and our own ``[openrlhf_ext...]`` messages. With
-``--ext.verbose`` nothing is redirected: the terminal gets everything, as stock.
+progress bar with the ETA of the whole run, and our own ``[openrlhf_ext...]`` messages. The same
+lines reach the terminal whatever stdout is (a terminal, a pipe, a file under ``nohup`` or a Ray job):
+the redirection is of file descriptors, so it holds for every process; only the progress bar is
+left out where stdout is not a terminal. With ``--ext.verbose`` nothing is redirected: the terminal
+gets everything, as stock.
+
+The log's path is put on the terminal once the run gets past its input checks
+(:func:`show_log_path`, called as Ray starts) and again at the end. A run refused for its input
+(one of ``input_errors``, before Ray) shows only its error line: its log holds nothing but the
+import-time chatter of libraries and our own lines, already on the terminal, so it is dropped.
+
+Our own messages go through :mod:`logging` (``logging.getLogger(__name__)`` in every module);
+:func:`configure_logging`, run by every command, decides once where they go and how they look.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import re
@@ -32,6 +44,42 @@ STEP_LINE = re.compile(r"\[step (\d+)/(\d+)\] .*")
 OWN_LINE = re.compile(r"^\[openrlhf_ext[^\]]*\] ")
 FAILURE_TAIL_LINES = 20
 FOLLOW_POLL_S = 0.5
+PREFIX = "[openrlhf_ext] "
+
+
+class _OwnFormat(logging.Formatter):
+    """``[openrlhf_ext] message``, ``[openrlhf_ext] warning: message`` from WARNING on: the prefix
+    by which the console tells our lines from the rest of the log (:data:`OWN_LINE`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+        return f"{PREFIX}{level}{super().format(record)}"
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is at each record, not as it was when configured (as
+    :data:`logging.lastResort` does): pytest's capture and ``contextlib.redirect_stderr`` replace
+    the object. Run output reaches train.log through fd 2 all the same (:func:`run_console`)."""
+
+    @property
+    def stream(self) -> IO[str]:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: IO[str]) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
+def configure_logging() -> None:
+    """The one configuration of the ``openrlhf_ext`` loggers: INFO and up, to stderr, prefixed.
+    Idempotent. Records still propagate to the root logger, where nothing of ours listens (so no
+    line twice) but pytest's ``caplog`` does."""
+    package = logging.getLogger("openrlhf_ext")
+    package.setLevel(logging.INFO)
+    if not any(isinstance(h, _CurrentStderr) for h in package.handlers):
+        handler = _CurrentStderr()
+        handler.setFormatter(_OwnFormat())
+        package.addHandler(handler)
 
 
 def format_step_line(step: int, total: int, status: dict) -> str:
@@ -65,6 +113,12 @@ class StepFollower(threading.Thread):
         self.bar = tqdm(total=None, unit="step", file=terminal, dynamic_ncols=True, disable=not terminal.isatty(),
                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}]")
         self.first: tuple[int, float] | None = None
+        self.log_path_shown = False
+
+    def show_log_path(self) -> None:
+        if not self.log_path_shown:
+            self.log_path_shown = True
+            self.bar.write(f"{PREFIX}log: {self.path}", file=self.terminal)
 
     def run(self) -> None:
         with open(self.path, "rb") as log:
@@ -110,46 +164,72 @@ def _flush_std() -> None:
             stream.flush()
 
 
+# The console of the run in progress in this process, for show_log_path (None outside a run).
+_follower: StepFollower | None = None
+
+
+def show_log_path() -> None:
+    """Put the log's path on the terminal (once): the run got past its input checks. Called by
+    :func:`openrlhf_ext.job.run_guard.guarded_run` as Ray starts; nothing outside a console."""
+    if _follower is not None:
+        _follower.show_log_path()
+
+
 @contextlib.contextmanager
-def run_console(output_dir: str, verbose: bool = False) -> Iterator[Path | None]:
+def run_console(output_dir: str, verbose: bool = False,
+                input_errors: tuple[type[BaseException], ...] = ()) -> Iterator[Path | None]:
     """Everything written to this process's stdout / stderr (and its children's) goes to the log
-    file; the terminal shows the step lines. Yields the log file's path (None when ``verbose``)."""
+    file; the terminal shows the step lines. Yields the log file's path (None when ``verbose``).
+    One of ``input_errors`` raised before :func:`show_log_path` leaves the terminal and the log
+    as they were before the run (the caller prints the error)."""
+    global _follower
     if verbose:
         yield None
         return
     log_path = Path(output_dir).resolve() / LOG_FILE
+    created_dir = not log_path.parent.exists()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     created = not log_path.exists()
     _flush_std()
     saved_out, saved_err = os.dup(1), os.dup(2)
     terminal = os.fdopen(os.dup(1), "w", buffering=1)
-    print(f"[openrlhf_ext] log: {log_path}", file=terminal)
     with open(log_path, "ab") as log:
         offset = log.tell()
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
-    follower = StepFollower(log_path, offset, terminal)
+    follower = _follower = StepFollower(log_path, offset, terminal)
     follower.start()
-    failed = True
+    outcome = "failed"
     try:
         yield log_path
-        failed = False
+        outcome = "done"
+    except input_errors:
+        if not follower.log_path_shown:
+            outcome = "refused"
+        raise
     finally:
         _flush_std()
         follower.done.set()
         follower.join(timeout=10)
+        _follower = None
         os.dup2(saved_out, 1)
         os.dup2(saved_err, 2)
         os.close(saved_out)
         os.close(saved_err)
-        if created and log_path.stat().st_size == 0:
-            # Stopped before anything ran (bad input: its one-line error follows); leave no file.
-            log_path.unlink()
+        if outcome == "refused" or (created and log_path.stat().st_size == 0):
+            # Refused for its input, or stopped before anything ran: no trace in the log.
+            if created:
+                log_path.unlink()
+            else:
+                os.truncate(log_path, offset)
+            if outcome == "refused" and created_dir:
+                with contextlib.suppress(OSError):  # kept if the run wrote something else there
+                    log_path.parent.rmdir()
         else:
-            tail = _tail(log_path, offset, FAILURE_TAIL_LINES) if failed else ""
+            tail = _tail(log_path, offset, FAILURE_TAIL_LINES) if outcome == "failed" else ""
             if tail:
-                print(f"[openrlhf_ext] the run failed; the last lines of the log:\n{tail}", file=terminal)
-            print(f"[openrlhf_ext] log: {log_path}", file=terminal)
+                print(f"{PREFIX}the run failed; the last lines of the log:\n{tail}", file=terminal)
+            print(f"{PREFIX}log: {log_path}", file=terminal)
         terminal.close()
 
 

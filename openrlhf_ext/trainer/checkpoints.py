@@ -24,6 +24,7 @@ each a complete ``torch.save`` archive (a zip file: a cut-off one lacks its end 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import shutil
@@ -40,9 +41,7 @@ _BEST_DIR = re.compile(r"^best_global_step\d+$")
 _TAG_STEP = re.compile(r"global_step(\d+)$")
 _RANK = re.compile(r"zero_pp_rank_(\d+)_")
 
-
-def _log(message: str) -> None:
-    print(f"[openrlhf_ext] resume: {message}", flush=True)
+logger = logging.getLogger(__name__)
 
 
 def checkpoint_problem(path: Path, zero_stage: int) -> str | None:
@@ -94,11 +93,11 @@ def resolve_resume(args: SimpleNamespace) -> None:
         problem = checkpoint_problem(candidate, zero_stage)
         if problem is None:
             point_latest(actor_dir, candidate.name)
-            _log(f"resuming from {candidate}; skipped: {'; '.join(skipped)}")
+            logger.info("resume: resuming from %s; skipped: %s", candidate, "; ".join(skipped))
             return
         skipped.append(f"{candidate.name}: {problem}")
     args.ckpt.load_enable = False
-    _log(f"WARNING: no intact checkpoint in {actor_dir}, starting fresh; skipped: {'; '.join(skipped)}")
+    logger.warning("resume: no intact checkpoint in %s, starting fresh; skipped: %s", actor_dir, "; ".join(skipped))
 
 
 def point_latest(actor_dir: Path, tag: str) -> None:
