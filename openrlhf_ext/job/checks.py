@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -170,11 +169,10 @@ def check_numeric_ranges(ns: argparse.Namespace) -> None:
 
 # "org/name" (a Hugging Face Hub id, downloaded on first use) rather than a local path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 def check_model_path(flag: str, name: str) -> None:
-    """A local model folder must hold a ``config.json``; a Hub id is accepted unless offline and not cached."""
+    """A local model folder must hold a ``config.json``; a Hub id must be fetchable (:func:`hub_model_problem`)."""
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -185,15 +183,44 @@ def check_model_path(flag: str, name: str) -> None:
                 raise InputError(f"{flag}: {weights}: {problem}")
         return
     if _HUB_ID.match(name):
-        offline = any(os.environ.get(var, "0") not in ("", "0") for var in _OFFLINE_VARS)
-        if not offline:
-            return
-        from huggingface_hub import try_to_load_from_cache
-
-        if isinstance(try_to_load_from_cache(name, "config.json"), str):
-            return
-        raise InputError(f"{flag}: {name}: not a local folder, and not in the Hugging Face cache (offline mode)")
+        problem = hub_model_problem(name)
+        if problem:
+            raise InputError(f"{flag}: {name}: not a local folder, and {problem}")
+        return
     raise InputError(f"{flag}: {name}: no such model folder")
+
+
+def hub_model_problem(repo_id: str) -> str | None:
+    """Why the Hugging Face Hub model ``repo_id`` cannot be loaded (None if it can), found by
+    fetching its ``config.json`` now, as transformers would in the first Ray actor to load it
+    (from the cache when offline or unreachable; the token of ``hf auth login`` / ``HF_TOKEN``)."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    try:
+        hf_hub_download(repo_id, "config.json")
+    except LocalEntryNotFoundError:  # not cached, and the Hub not asked (offline) or not reachable
+        if constants.is_offline_mode():
+            return "not in the Hugging Face cache (offline: HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set)"
+        return "not in the Hugging Face cache, with the Hugging Face Hub out of reach (no network?)"
+    except GatedRepoError:
+        return "a gated model on the Hugging Face Hub: accept its terms on huggingface.co, then `hf auth login`"
+    except RepositoryNotFoundError:
+        return "no model of that name on the Hugging Face Hub (a typo? a private one needs `hf auth login`)"
+    except RemoteEntryNotFoundError:
+        return "its Hugging Face Hub repository has no config.json (not a transformers model)"
+    except HFValidationError as err:
+        return f"not a valid Hugging Face Hub id ({err})"
+    except HfHubHTTPError as err:
+        return f"the Hugging Face Hub answered: {str(err).splitlines()[0]}"
+    return None
 
 
 def safetensors_problem(path: Path) -> str | None:
