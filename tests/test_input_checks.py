@@ -176,3 +176,46 @@ def test_evaluator_names_a_truncated_weights_file(capsys, tmp_path, tiny_model_d
         run(["--pretrain", model, "--eval_data", data, "--output_dir", str(tmp_path / "eval")])
     assert exit_info.value.code == 2
     assert f"--pretrain: {weights}: truncated safetensors file (" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--actor.policy_loss_type", "vanilla", "--algo.advantage.is_correction_level", "token"],
+     "--algo.advantage.is_correction_level token: the vLLM importance-sampling correction runs only with "
+     "OpenRLHF's own losses (--actor.policy_loss_type ppo/gspo with --actor.loss_agg_mode "
+     "token-mean/seq-mean-token-mean); got vanilla with token-mean"),
+    (["--enable_vllm_is_correction", "--loss_agg_mode", "seq-mean-token-sum"], "got ppo with seq-mean-token-sum"),
+    (["--advantage_estimator", "dr_grpo", "--algo.advantage.is_correction_level", "seq"],
+     "got ppo with seq-mean-token-sum-norm"),  # the preset's aggregation
+    (["--actor.policy_loss_type", "gspo", "--actor.loss_agg_mode", "token-mean"],
+     "--actor.loss_agg_mode token-mean: GSPO is sequence-level; use seq-mean-token-mean"),
+])
+def test_losses_that_cannot_train_together_are_refused_before_ray(capsys, flags, expected):
+    """The policy actor refused these only after its models loaded."""
+    assert expected in one_line_error(capsys, *flags)
+
+
+def test_the_demo_correction_yields_to_a_preset_loss_it_cannot_run():
+    """The embedded demo turns the vLLM correction on; RAFT's vanilla loss has none (it failed in the actor)."""
+    from openrlhf_ext.cli.args import resolve_train_config
+
+    raft = resolve_train_config(["--advantage_estimator", "raft"])
+    assert raft.actor.policy_loss_type == "vanilla" and raft.algo.advantage.is_correction_level == "off"
+    assert resolve_train_config(["--advantage_estimator", "reinforce_rej"]).algo.advantage.is_correction_level == "token"
+
+
+def test_files_for_the_actors_are_absolute_under_the_output_dir(monkeypatch, tmp_path, tiny_model_dir):
+    """A relative --save_path: the templated prompt files are named by absolute paths, for an actor on
+    another node (a shared filesystem) or with another working directory."""
+    from openrlhf_ext.cli.args import resolve_train_config
+    from openrlhf_ext.job.inputs import prepare_inputs
+
+    monkeypatch.chdir(tmp_path)
+    problems = json.dumps({"problem": "1+1?", "answer": "2"})
+    write_lines(tmp_path / "p.jsonl", problems)
+    write_lines(tmp_path / "e.jsonl", problems)
+    args = resolve_train_config(["--pretrain", tiny_model_dir, "--prompt_data", "p.jsonl", "--eval_dataset", "e.jsonl",
+                                 "--ext.template", "qwen_math", "--advantage_estimator", "reinforce",
+                                 "--save_path", "runs/x"])
+    prepare_inputs(args)
+    assert args.data.prompt_dataset == str(tmp_path / "runs" / "x" / "prompts.jsonl")
+    assert args.eval.dataset == str(tmp_path / "runs" / "x" / "eval_prompts.jsonl")

@@ -46,7 +46,7 @@ def test_laptop_layout_changes_only_what_the_user_did_not_give():
 
 def test_a_users_command_gets_one_rank_per_role_said_once():
     """The issue's command, no layout flags: stock GPU defaults (8 + 8 ranks, gae's critic) become one each."""
-    config, stderr = print_config(USER_FLAGS, RAY_ADDRESS="local")
+    config, stderr = print_config(USER_FLAGS, RAY_ADDRESS="local", OPENRLHF_EXT_PLATFORM="")
     assert [config[role]["num_gpus_per_node"] for role in ("actor", "ref", "critic", "reward")] == [1, 1, 1, 1]
     assert config["vllm"]["num_engines"] == 1
     assert config["provenance"]["actor.num_gpus_per_node"] == "cpu"
@@ -57,11 +57,12 @@ def test_a_users_command_gets_one_rank_per_role_said_once():
                            "--reward.num_gpus_per_node 1, --vllm.num_engines 1 (")
     assert "no GPU: sized to this machine, 2 cores, 20.0 of 24.0 GiB available" in line
 
-    # Given flags win and are not listed; a Ray cluster named by RAY_ADDRESS keeps the stock layout.
+    # Given flags win and are not listed; a run on a cluster keeps the stock layout (its cores are not
+    # this machine's; the platform comes from its resources, here given by the environment variable).
     config = resolve_train_config([*USER_FLAGS, "--actor_num_gpus_per_node", "2", "--vllm_num_engines", "2"])
     assert (config.actor.num_gpus_per_node, config.vllm.num_engines, config.ref.num_gpus_per_node) == (2, 2, 1)
     assert "--actor.num_gpus_per_node" not in sized_layout_line(config, LAPTOP)
-    config, _ = print_config(USER_FLAGS, RAY_ADDRESS="http://head:8265")
+    config, _ = print_config(USER_FLAGS, RAY_ADDRESS="10.9.9.9:6379", OPENRLHF_EXT_PLATFORM="cpu")
     assert config["actor"]["num_gpus_per_node"] == 8 and config["provenance"]["actor.num_gpus_per_node"] == "stock"
 
 

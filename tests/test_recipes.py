@@ -18,6 +18,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from ray.runtime_env.runtime_env import _merge_runtime_env
@@ -94,8 +95,10 @@ def parse_config(stdout: str) -> dict:
 
 
 def resolve(flags: list[str]) -> dict:
+    """The configuration as the GPU cluster the recipe is written for resolves it (the CUDA platform,
+    whatever this machine has)."""
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), mock.patch.dict(os.environ, {"OPENRLHF_EXT_PLATFORM": "cuda"}):
         main([*flags, "--print_config"])
     return parse_config(out.getvalue())
 

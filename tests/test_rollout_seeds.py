@@ -14,7 +14,7 @@ import openrlhf.trainer.ppo_utils.samples_generator as stock_generator
 import pytest
 from vllm import SamplingParams
 
-from openrlhf_ext.cpu.rollout import CPU_ROLLOUT_ACTOR, CpuRolloutActorClass
+from openrlhf_ext.cpu.rollout import ENGINE_DTYPE, CpuRolloutActorClass
 from openrlhf_ext.reaches.patching import original, patched
 from openrlhf_ext.trainer.rollout_seeds import (
     ENGINE_CLASS,
@@ -25,7 +25,6 @@ from openrlhf_ext.trainer.rollout_seeds import (
     derived_seed,
     prompt_seed,
     sample_seeds,
-    seeded_engines,
 )
 
 
@@ -141,20 +140,29 @@ def test_evaluation_has_its_own_seeds_and_leaves_the_training_draws_alone(last_f
     assert gen.prompts_drawn == 2 and rollout(gen) == expected(42, range(2, 4), PROMPTS)
 
 
-def test_engines_are_ours_on_every_platform(monkeypatch):
-    monkeypatch.setattr(CpuRolloutActorClass, "dtype", CpuRolloutActorClass.dtype)  # restored after the test
-    assert seeded_engines(RolloutRayActor) is SeededRolloutRayActor
-    on_cpu = seeded_engines(CPU_ROLLOUT_ACTOR)
+def test_engines_are_ours_on_every_platform():
+    """The driver reach puts our engine actor in place; the CPU platform's, applied inside it, wraps it."""
+    from openrlhf_ext.reaches import Where, scoped
+
+    with scoped(Where.DRIVER):
+        assert original(ENGINE_CLASS) is not SeededRolloutRayActor
+        import openrlhf.trainer.ray.vllm_engine as stock
+
+        assert stock.RolloutRayActor is SeededRolloutRayActor
+        token = ENGINE_DTYPE.set("float32")
+        try:
+            with scoped(Where.CPU_DRIVER):
+                on_cpu = stock.RolloutRayActor
+        finally:
+            ENGINE_DTYPE.reset(token)
     assert isinstance(on_cpu, CpuRolloutActorClass) and on_cpu.actor_class is SeededRolloutRayActor
-    CpuRolloutActorClass.set_param_dtype("fp32")
-    assert on_cpu.dtype == CPU_ROLLOUT_ACTOR.dtype == "float32"
+    assert on_cpu.dtype == "float32"
 
 
 def test_the_engine_subclasses_the_stock_actor_also_behind_the_cpu_stand_in():
     import openrlhf.trainer.ray.vllm_engine as stock
 
-    # original(): an earlier test of the session may have applied the CPU driver reaches for good.
     assert RolloutRayActor.__mro__[1] is original(ENGINE_CLASS).__ray_actor_class__
-    with patched(ENGINE_CLASS, lambda _: CPU_ROLLOUT_ACTOR):
-        assert stock.RolloutRayActor is CPU_ROLLOUT_ACTOR and original(ENGINE_CLASS).__ray_actor_class__ is \
+    with patched(ENGINE_CLASS, lambda current: CpuRolloutActorClass(current, "float32")):
+        assert isinstance(stock.RolloutRayActor, CpuRolloutActorClass) and original(ENGINE_CLASS).__ray_actor_class__ is \
             RolloutRayActor.__mro__[1]

@@ -21,6 +21,15 @@ STATS = ("sample", "token")
 POLICY_LOSS_TYPES = ("ppo", "vanilla")
 DROPPED_ROWS = ("exclude", "zero_advantage")
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+# OpenRLHF's own policy losses and aggregations: its PolicyLoss computes them (ours: the rest), and
+# its vLLM importance-sampling correction (--algo.advantage.is_correction_level) exists only there.
+STOCK_POLICY_LOSS_TYPES = ("ppo", "gspo")
+STOCK_LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean")
+
+
+def is_stock_loss(policy_loss_type: str, loss_agg_mode: str) -> bool:
+    """Whether OpenRLHF's own ``PolicyLoss`` computes this loss (else ours does)."""
+    return policy_loss_type in STOCK_POLICY_LOSS_TYPES and loss_agg_mode in STOCK_LOSS_AGG_MODES
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

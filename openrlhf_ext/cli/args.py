@@ -50,12 +50,14 @@ from openrlhf_ext.algorithms.config import (
     ExtConfig,
     Preset,
     get_preset,
+    is_stock_loss,
 )
 from openrlhf_ext.cli.legacy_flags import add_legacy_flags
 from openrlhf_ext.data.templates import TEMPLATE_NAMES
-from openrlhf_ext.job.checks import RangeError, check_numeric_ranges
+from openrlhf_ext.job.checks import RangeError, check_numeric_ranges, loss_conflict
 from openrlhf_ext.job.inputs import EMBEDDED_MODEL, EMBEDDED_PROMPTS
 from openrlhf_ext.job.restarts import DEFAULT_MAX_RESTARTS
+from openrlhf_ext.platforms import Platform, PlatformError, choose_platform
 from openrlhf_ext.reaches import Where, scoped
 from openrlhf_ext.reporting.records import config_to_dict
 from openrlhf_ext.rewards.config import signed_reward_off_effect
@@ -231,9 +233,10 @@ def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.
     """Expand the estimator preset into the grid switches; validate what we added; build the one typed
     :class:`~openrlhf_ext.algorithms.config.ExtConfig` the workers read (``args.ext_config``)."""
     get = lambda key: getattr(ns, key)  # noqa: E731
-    laptop = _size_layout(ns, explicit)
+    platform = _choose_platform()
+    laptop = _size_layout(ns, explicit, platform)
     embedded = _fill_embedded_defaults(ns, explicit)
-    for_cpu = _choose_cpu_param_dtype(ns, explicit)
+    for_cpu = _apply_platform(ns, explicit, platform)
     preset = get_preset(get("algo.advantage.estimator"))
     estimator = preset.name  # an alias (grpo, reinforce_plus_plus, ...) runs as its canonical name
     setattr(ns, "algo.advantage.estimator", estimator)
@@ -241,6 +244,12 @@ def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.
         if get(dest) is not None:
             setattr(ns, dest, get(dest) == "on")
     from_preset = _apply_preset_settings(ns, preset, explicit)
+    if "algo.advantage.is_correction_level" in embedded and not is_stock_loss(get("actor.policy_loss_type"),
+                                                                             get("actor.loss_agg_mode")):
+        setattr(ns, "algo.advantage.is_correction_level", "off")  # the demo's default yields to the preset's loss
+    conflict = loss_conflict(vars(ns))
+    if conflict:
+        raise ConfigError(conflict)
     for dest, value in ON_OFF_DEFAULTS.items():
         if get(dest) is None:
             setattr(ns, dest, value)
@@ -317,7 +326,8 @@ def finalize_extensions(ns: argparse.Namespace, explicit: set[str]) -> argparse.
         raise ConfigError(f"--ext.reward_timeout: must be a positive number of seconds, got {get('ext.reward_timeout')}")
 
     ns.provenance = _provenance(ns, explicit, from_preset, embedded, for_cpu)
-    ns.provenance.update(dict.fromkeys(laptop, "cpu"))
+    ns.provenance.update(dict.fromkeys(laptop | for_cpu, "cpu"))  # an adapted flag the user gave included
+    ns.platform = platform
     return ns
 
 
@@ -361,27 +371,32 @@ def _provenance(ns: argparse.Namespace, explicit: set[str], from_preset: set[str
     return {dest: origin(dest) for dest in sorted(vars(ns)) if dest not in ("print_config", "provenance", "ext_config")}
 
 
-def _choose_cpu_param_dtype(ns: argparse.Namespace, explicit: set[str]) -> set[str]:
-    """Without CUDA, a ``--ds.param_dtype`` the user did not give is the one this CPU computes fast
-    (the launch says which and why). Returns the dests set."""
-    import torch
-
-    if "ds.param_dtype" in explicit or torch.cuda.is_available():
-        return set()
-    from openrlhf_ext.cpu.dtype import cpu_param_dtype
-
-    setattr(ns, "ds.param_dtype", cpu_param_dtype()[0])
-    return {"ds.param_dtype"}
+def _choose_platform() -> Platform:
+    """The run's platform, chosen once (:func:`openrlhf_ext.platforms.choose_platform`)."""
+    try:
+        return choose_platform()
+    except PlatformError as err:
+        raise ConfigError(str(err)) from None
 
 
-def _size_layout(ns: argparse.Namespace, explicit: set[str]) -> set[str]:
-    """OpenRLHF's layout defaults are a GPU node's (8 policy, 8 reference, 8 critic ranks). Without
-    a GPU (or for the embedded demo) every layout flag the user did not give becomes one rank / one
-    engine (the launch says so, from the provenance 'cpu'). Call before the demo fills in its
-    model. Returns the dests set."""
-    from openrlhf_ext.cpu.layout import laptop_layout, sizes_layout
+def _apply_platform(ns: argparse.Namespace, explicit: set[str], platform: Platform) -> set[str]:
+    """The platform's defaults (a ``--ds.param_dtype`` the user did not give: on CPU, the one this CPU
+    computes fast) and adaptations (on CPU: flags that can only mean CUDA), or its refusal; before
+    ``--print_config`` and Ray, so the printed configuration is the one that runs. Returns the dests set."""
+    try:
+        return platform.apply_to(ns, explicit)
+    except PlatformError as err:
+        raise ConfigError(str(err)) from None
 
-    if not sizes_layout(embedded=getattr(ns, "actor.model_name_or_path") is None):
+
+def _size_layout(ns: argparse.Namespace, explicit: set[str], platform: Platform) -> set[str]:
+    """OpenRLHF's layout defaults are a GPU node's (8 policy, 8 reference, 8 critic ranks). On the
+    CPU platform when the run starts its own Ray (or for the embedded demo) every layout flag the
+    user did not give becomes one rank / one engine (the launch says so, from the provenance 'cpu').
+    Call before the demo fills in its model. Returns the dests set."""
+    from openrlhf_ext.cpu.layout import laptop_layout
+
+    if not (platform.sizes_layout or getattr(ns, "actor.model_name_or_path") is None):
         return set()
     changes = laptop_layout(vars(ns), explicit)
     for dest, (_, new) in changes.items():
@@ -502,8 +517,10 @@ def run_stock_main(argv: Sequence[str], train: Callable[[SimpleNamespace], Any])
     except AssertionError as err:
         # OpenRLHF validates with bare asserts; turn them into one clear line and exit code 2.
         exit_with_error(str(err), code=2)
+    args = validated[0]
+    args.platform.adapt_validated(args)  # what stock validation set (with packing: flash attention)
     # Outside the try: an AssertionError raised while training is a failure, not a bad flag.
-    train(validated[0])
+    train(args)
 
 
 def exit_with_error(message: str, code: int) -> NoReturn:

@@ -33,10 +33,6 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
     return frozenset()
 
 
-def has_native_bf16(flags: frozenset[str]) -> bool:
-    return bool(flags & NATIVE_BF16_FLAGS)
-
-
 def cpu_param_dtype(flags: frozenset[str] | None = None) -> tuple[str, str]:
     """``(param_dtype, reason)`` for this CPU: ``bf16`` with native bf16 units, else ``fp32``."""
     flags = cpu_flags() if flags is None else flags

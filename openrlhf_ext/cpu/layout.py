@@ -4,8 +4,8 @@ OpenRLHF's layout defaults are a GPU node's: 8 policy ranks, 8 reference ranks, 
 (one per GPU). On a laptop they would start 17+ processes on a few cores. Two pure functions:
 
 * :func:`laptop_layout`: every layout flag the user did not give becomes one rank / one engine
-  (the CLI applies it before validation when there is no GPU and the run starts its own Ray; the
-  launch names them in one line, :func:`sized_layout_line`);
+  (the CLI applies it before validation on the CPU platform when the run starts its own Ray, and
+  for the embedded demo; the launch names them in one line, :func:`sized_layout_line`);
 * :func:`fit_problem`: the memory and cores the final layout needs against what the machine has,
   as one line: an error when it can never fit, a warning when the memory available now is short
   (``launch`` calls it through :func:`check_fit` before Ray starts).
@@ -67,19 +67,6 @@ class Machine:
 
     def describe(self) -> str:
         return f"{self.cores} cores, {self.available_bytes / GIB:.1f} of {self.total_bytes / GIB:.1f} GiB available"
-
-
-def runs_on_this_cpu() -> bool:
-    """No GPU, and Ray is started here: not a cluster given by ``RAY_ADDRESS``, whose resources
-    are not this machine's."""
-    import torch
-
-    return os.environ.get("RAY_ADDRESS", "local") in ("", "local") and not torch.cuda.is_available()
-
-
-def sizes_layout(embedded: bool) -> bool:
-    """Whether the CLI applies :func:`laptop_layout`: on this CPU, and for the embedded demo."""
-    return embedded or runs_on_this_cpu()
 
 
 def laptop_layout(values: Mapping[str, Any], explicit: Collection[str]) -> dict[str, tuple[Any, int]]:
@@ -226,9 +213,8 @@ def model_size(model: str) -> tuple[int, int] | None:
 
 def check_fit(args: SimpleNamespace, engine_cache_bytes: int = 0) -> Fit | None:
     """:func:`fit_problem` for the validated arguments of a run on this CPU (every role counted at
-    the policy model's size); None when it fits, when the run is not on this CPU, or when
-    ``$OPENRLHF_EXT_SKIP_FIT_CHECK`` is 1."""
-    if os.environ.get(SKIP_FIT_CHECK_ENV) == "1" or not runs_on_this_cpu():
+    the policy model's size); None when it fits, or when ``$OPENRLHF_EXT_SKIP_FIT_CHECK`` is 1."""
+    if os.environ.get(SKIP_FIT_CHECK_ENV) == "1":
         return None
     size = model_size(args.actor.model_name_or_path)
     work = None

@@ -3,9 +3,9 @@
 The stock ``create_vllm_engines`` stays in charge (engine count, seeds, placement, agent executor,
 reward, logprobs mode). It creates each engine as
 ``RolloutRayActor.options(num_cpus=1, num_gpus=1, ...).remote(**engine_kwargs)``; on CPU the
-driver points that module attribute at :data:`CPU_ROLLOUT_ACTOR`, which creates the very same
-stock ``RolloutRayActor`` (or a subclass of it given to :class:`CpuRolloutActorClass`: our runs'
-seeded engines, :mod:`openrlhf_ext.trainer.rollout_seeds`) with
+``cpu driver`` reach wraps that module attribute (our seeded engine actor by then, see
+:mod:`openrlhf_ext.trainer.rollout_seeds`) in a :class:`CpuRolloutActorClass`, which creates the
+very same actor with
 
 * no GPU (and no whole-core) reservation: the engine shares the cores with the other actors and
   they take turns (generate, score, train);
@@ -15,16 +15,14 @@ seeded engines, :mod:`openrlhf_ext.trainer.rollout_seeds`) with
   costs minutes on a CPU and CUDA graphs do not exist there).
 
 KV-cache size and thread placement of the engine come from the environment
-(:func:`~openrlhf_ext.cpu.worker.cpu_worker_env`).
+(:func:`~openrlhf_ext.cpu.worker.cpu_worker_env`). Tensor-parallel engines are refused by the CLI
+(:mod:`openrlhf_ext.cpu.flags`).
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
-
-from openrlhf.trainer.ray.vllm_engine import RolloutRayActor
-
-from openrlhf_ext.cpu.dtype import cpu_param_dtype, vllm_dtype_name
 
 CPU_WORKER_EXTENSION = "openrlhf_ext.cpu.vllm_worker.CpuWorkerWrap"
 # vLLM's config check refuses None; on CPU the KV cache is sized by VLLM_CPU_KVCACHE_SPACE instead.
@@ -33,11 +31,6 @@ CPU_MEMORY_UTILIZATION = 0.9
 
 def cpu_engine_kwargs(kwargs: dict[str, Any], dtype: str) -> dict[str, Any]:
     """The stock engine arguments with what a CPU engine needs instead (a new dict)."""
-    if kwargs.get("tensor_parallel_size", 1) != 1:
-        raise ValueError(
-            f"--vllm.tensor_parallel_size {kwargs['tensor_parallel_size']}: a CPU engine has no tensor "
-            f"parallelism; use --vllm.num_engines for more engines"
-        )
     return {
         **kwargs,
         "dtype": dtype,
@@ -61,21 +54,21 @@ class _CpuEngineOptions:
 
 class CpuRolloutActorClass:
     """Stands where ``create_vllm_engines`` looks up ``RolloutRayActor``; creates ``actor_class``
-    (the stock actor or a subclass of it)."""
+    (the stock actor or a subclass of it) with CPU resources and engine arguments in ``dtype``."""
 
-    # One for all stand-ins: the driver sets it once per run, on whichever stand-in it holds.
-    dtype = vllm_dtype_name(cpu_param_dtype()[0])
-
-    def __init__(self, actor_class: Any = RolloutRayActor) -> None:
+    def __init__(self, actor_class: Any, dtype: str) -> None:
         self.actor_class = actor_class
-
-    @classmethod
-    def set_param_dtype(cls, param_dtype: str) -> None:
-        """Engines generate in the policy's dtype, so the rollout and training log-probs agree."""
-        cls.dtype = vllm_dtype_name(param_dtype)
+        self.dtype = dtype
 
     def options(self, **options: Any) -> _CpuEngineOptions:
         return _CpuEngineOptions(self.actor_class, {**options, "num_cpus": 0, "num_gpus": 0}, self.dtype)
 
 
-CPU_ROLLOUT_ACTOR = CpuRolloutActorClass()
+# The vLLM dtype of the run's engines, set by openrlhf_ext.cpu.driver.cpu_driver while it applies
+# the reaches (a reach's replacement is built from the table, which holds no run settings).
+ENGINE_DTYPE: ContextVar[str] = ContextVar("openrlhf_ext_engine_dtype")
+
+
+def cpu_engines(actor_class: Any) -> CpuRolloutActorClass:
+    """The ``cpu driver`` reach on ``RolloutRayActor``: the engine actor in place, on CPU."""
+    return CpuRolloutActorClass(actor_class, ENGINE_DTYPE.get())

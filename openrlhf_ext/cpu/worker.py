@@ -85,8 +85,18 @@ STOCK_WORKER_ENV = {
     "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
 }
 # First thing every Ray worker runs: installs the GPU-module stand-ins, the rendezvous ports and,
-# without CUDA, the CPU platform patches.
+# on the CPU platform, the CPU patches.
 WORKER_SETUP_HOOK = "openrlhf_ext.cpu.apply_worker_patches"
+# The platform the driver chose for the run ("cuda" or "cpu"), carried to every worker in the
+# runtime env: a GPU cluster's worker without a GPU (the controller on a GPU-less head node) still
+# runs the CUDA platform's code. Set by hand, it also chooses the driver's platform (openrlhf_ext.platforms).
+PLATFORM_ENV = "OPENRLHF_EXT_PLATFORM"
+
+
+def worker_platform() -> str:
+    """The run's platform in this worker: the driver's choice, else (a Ray started without it) this
+    process's own devices."""
+    return os.environ.get(PLATFORM_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def ray_runtime_env(extra_env: dict[str, str]) -> dict:
@@ -140,18 +150,18 @@ def replay_buffer_on_cpu(original: Callable) -> Callable:
 
 
 def apply_worker_patches() -> list[str]:
-    """The Ray worker setup hook: rendezvous ports everywhere, and adapt this process to a CUDA-less machine.
+    """The Ray worker setup hook: rendezvous ports everywhere, and the CPU platform's adaptations.
 
     Applies the ``worker`` reaches of :data:`openrlhf_ext.reaches.REACHES` and sets ``VLLM_PORT``
-    (:mod:`openrlhf_ext.reaches.ports`); without CUDA also sets the DeepSpeed environment, pins
-    torch to :func:`default_threads` intra-op threads (override with ``$OPENRLHF_EXT_CPU_THREADS``)
-    and applies the ``cpu worker`` reaches. Reaches on not-yet-imported modules are applied at
+    (:mod:`openrlhf_ext.reaches.ports`); on the CPU platform (:func:`worker_platform`) also sets the
+    DeepSpeed environment, pins torch to :func:`default_threads` intra-op threads (override with
+    ``$OPENRLHF_EXT_CPU_THREADS``) and applies the ``cpu worker`` reaches. Reaches on not-yet-imported modules are applied at
     their import. Returns the targets patched immediately.
     """
     for key, value in vllm_port_env().items():
         os.environ.setdefault(key, value)
     patched = apply(Where.WORKER, defer=True)
-    if torch.cuda.is_available():
+    if worker_platform() != "cpu":
         return patched
     for key, value in cpu_worker_env().items():
         os.environ.setdefault(key, value)

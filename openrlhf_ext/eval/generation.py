@@ -104,9 +104,11 @@ class TransformersGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from openrlhf_ext.platforms import this_machine
+
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = this_machine().device
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
         self.model.to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -176,11 +178,12 @@ class VllmGenerator:
                  seed: int = 0, dtype: str = "bfloat16") -> None:
         import os
 
-        import torch
         from transformers import AutoTokenizer
         from vllm import LLM
 
-        on_cpu = not torch.cuda.is_available()
+        from openrlhf_ext.platforms import this_machine
+
+        on_cpu = this_machine().device == "cpu"
         if on_cpu:
             from openrlhf_ext.cpu.worker import vllm_cpu_env
 
@@ -203,14 +206,12 @@ class VllmGenerator:
 
 
 def default_dtype() -> str:
-    """bfloat16 on a GPU; on a CPU the dtype it computes fast (the training default too)."""
-    import torch
+    """The training default of this machine's platform: bfloat16 on a GPU; on a CPU the dtype it
+    computes fast."""
+    from openrlhf_ext.cpu.dtype import vllm_dtype_name
+    from openrlhf_ext.platforms import this_machine
 
-    if torch.cuda.is_available():
-        return "bfloat16"
-    from openrlhf_ext.cpu.dtype import cpu_param_dtype, vllm_dtype_name
-
-    return vllm_dtype_name(cpu_param_dtype()[0])
+    return vllm_dtype_name(this_machine().param_dtype)
 
 
 def make_generator(model_path: str, backend: str = "auto", batch_size: int = 32, dtype: str | None = None,

@@ -6,6 +6,7 @@ names the flag (and file:line); the CLI exits 2 on them.
   zero batch size or a ``nan`` clip range parse fine and fail (or silently train wrongly) much later.
   :data:`RANGES` gives the valid range of every numeric flag whose sign or range means something;
   any float flag must also be finite unless it is in :data:`INFINITE_ALLOWED`;
+* policy-loss flags that cannot train together (:func:`loss_conflict`, once the preset is applied);
 * model folders (:func:`check_models`) and prompt / eval files (:func:`check_prompt_files`), at
   launch, once the embedded placeholders are resolved: every local file is read by the project's
   loader (:func:`openrlhf_ext.data.read_rows`) and each record is turned into the prompt exactly as
@@ -19,12 +20,13 @@ import argparse
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from openrlhf_ext.algorithms.config import STOCK_LOSS_AGG_MODES, STOCK_POLICY_LOSS_TYPES, is_stock_loss
 from openrlhf_ext.data import DatasetFormatError, read_rows
 
 
@@ -162,6 +164,20 @@ def check_numeric_ranges(ns: argparse.Namespace) -> None:
         low, high = getattr(ns, dest)
         if not low < high:
             raise RangeError(f"--{dest}: LOW must be below HIGH, got {low:g} {high:g}")
+
+
+def loss_conflict(values: Mapping[str, Any]) -> str | None:
+    """Why the resolved (flat) policy-loss flags cannot train together, starting with the flag; None
+    if they can. (The policy actor would refuse them only after its models loaded.)"""
+    loss, aggregation = values["actor.policy_loss_type"], values["actor.loss_agg_mode"]
+    if loss == "gspo" and aggregation != "seq-mean-token-mean":
+        return f"--actor.loss_agg_mode {aggregation}: GSPO is sequence-level; use seq-mean-token-mean"
+    level = values["algo.advantage.is_correction_level"]
+    if level != "off" and not is_stock_loss(loss, aggregation):
+        return (f"--algo.advantage.is_correction_level {level}: the vLLM importance-sampling correction runs only "
+                f"with OpenRLHF's own losses (--actor.policy_loss_type {'/'.join(STOCK_POLICY_LOSS_TYPES)} with "
+                f"--actor.loss_agg_mode {'/'.join(STOCK_LOSS_AGG_MODES)}); got {loss} with {aggregation}")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

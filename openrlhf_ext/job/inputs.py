@@ -65,7 +65,9 @@ def _problem_answer_keys(data: SimpleNamespace) -> tuple[str, str]:
 
 
 def resolve_prompts(args: SimpleNamespace, tokenizer: Any) -> None:
-    run_dir = Path(args.ckpt.output_dir)
+    # Absolute: the controller actor reads the files, on another node or under another working dir
+    # (a shared filesystem mounted at the same path), not this process's.
+    run_dir = Path(args.ckpt.output_dir).absolute()
     data = args.data
     problem_key, answer_key = _problem_answer_keys(data)
     flag = "--data.prompt_dataset"

@@ -34,9 +34,9 @@ class Where(str, Enum):
     IMPORT = "import"  # any process, before OpenRLHF's Ray modules are imported
     PARSER = "parser"  # the CLI process, while OpenRLHF's __main__ block builds and runs its parser
     DRIVER = "driver"  # the process calling OpenRLHF's train(args), for that call
-    CPU_DRIVER = "cpu driver"  # the same process, without CUDA
-    WORKER = "worker"  # every Ray worker, with or without CUDA (Ray's worker_process_setup_hook)
-    CPU_WORKER = "cpu worker"  # every Ray worker without CUDA (the same hook)
+    CPU_DRIVER = "cpu driver"  # the same process on the CPU platform, inside the driver reaches
+    WORKER = "worker"  # every Ray worker, on every platform (Ray's worker_process_setup_hook)
+    CPU_WORKER = "cpu worker"  # every Ray worker on the CPU platform (the same hook)
     POLICY_WORKER = "policy worker"  # the policy actor's Ray worker, before it builds its models
     CPU_ENGINE = "cpu engine"  # vLLM's EngineCore process on CPU (it imports worker_extension_cls)
 
@@ -85,7 +85,7 @@ REACHES: tuple[Reach, ...] = (
           "policy loss, atomic checkpoints", value="openrlhf_ext.trainer.actors:ExtPolicyModelActor"),
     Reach(f"{_ROLLOUT}:RolloutRayActor", Where.DRIVER, "the engine actor: a seeded request for n responses becomes "
           "n requests with seeds of their own (vLLM's sampling generator is otherwise engine-wide, so a resumed run "
-          "drew other samples)", wrap="openrlhf_ext.trainer.rollout_seeds:seeded_engines"),
+          "drew other samples)", value="openrlhf_ext.trainer.rollout_seeds:SeededRolloutRayActor"),
     # -- policy worker ------------------------------------------------------------------------------
     Reach("openrlhf.trainer.ray.ppo_actor:ActorPPOTrainer", Where.POLICY_WORKER, "stock model init builds the "
           "actor trainer by this name: ours has the vanilla loss, the seq-mean aggregations, training that skips rows which cannot change the gradient",
@@ -103,7 +103,7 @@ REACHES: tuple[Reach, ...] = (
           value="openrlhf_ext.reaches.ports:socket_module"),
     Reach("openrlhf.trainer.ray.ppo_actor:socket", Where.WORKER, "the same for the port of the policy -> vLLM "
           "weight-sync group", value="openrlhf_ext.reaches.ports:socket_module"),
-    # -- CPU driver: resources and engines (a machine without CUDA) --------------------------------
+    # -- CPU driver: resources and engines (the CPU platform) ----------------------------------------
     Reach(f"{_LAUNCHER}:RayActorGroup", Where.CPU_DRIVER, "actors ask for num_gpus=1: no GPU, no whole core, the "
           "role's node resource", value="openrlhf_ext.cpu.driver:CpuRayActorGroup"),
     Reach(f"{_OPENRLHF_DRIVER}:RayActorGroup", Where.CPU_DRIVER, "the driver's own reference to the same class",
@@ -114,13 +114,10 @@ REACHES: tuple[Reach, ...] = (
           value="openrlhf_ext.cpu.driver:cpu_placement_group"),
     Reach(f"{_ROLLOUT}:placement_group", Where.CPU_DRIVER, "the engines' {\"GPU\": 1} bundles -> CPU shares on the "
           "openrlhf_rollout nodes", value="openrlhf_ext.cpu.driver:cpu_rollout_placement_group"),
-    Reach(f"{_ROLLOUT}:RolloutRayActor", Where.CPU_DRIVER, "the stock engine actor with 0 GPU / 0 CPU and CPU engine "
-          "arguments (run dtype, worker extension, eager)", value="openrlhf_ext.cpu.rollout:CPU_ROLLOUT_ACTOR"),
-    Reach("openrlhf.utils:get_strategy", Where.CPU_DRIVER, "first call of train(): adapt CUDA-only flags, engine "
-          "dtype = policy dtype, insist on the Ray worker hook", wrap="openrlhf_ext.cpu.driver:strategy_for_cpu"),
-    Reach(f"{_OPENRLHF_DRIVER}:get_strategy", Where.CPU_DRIVER, "the driver's own reference to the same function",
-          wrap="openrlhf_ext.cpu.driver:strategy_for_cpu"),
-    # -- CPU worker: every Ray worker without CUDA -------------------------------------------------
+    Reach(f"{_ROLLOUT}:RolloutRayActor", Where.CPU_DRIVER, "the engine actor in place (ours, from the driver row) with "
+          "0 GPU / 0 CPU and CPU engine arguments (run dtype, worker extension, eager)",
+          wrap="openrlhf_ext.cpu.rollout:cpu_engines"),
+    # -- CPU worker: every Ray worker on the CPU platform -------------------------------------------
     Reach("torch.cuda:current_device", Where.CPU_WORKER, "OpenRLHF moves tensors to it",
           wrap="openrlhf_ext.cpu.worker:returning_cpu"),
     Reach("torch.cuda:set_device", Where.CPU_WORKER, "called unconditionally", wrap="openrlhf_ext.cpu.worker:returning_none"),
@@ -161,6 +158,12 @@ def apply(where: Where, *, defer: bool = False) -> list[str]:
     With ``defer`` a target in a module not imported yet is patched when that module is imported.
     """
     return apply_patches(_patches(where), defer=defer)
+
+
+def import_replacements(where: Where) -> None:
+    """Import now what the rows of ``where`` put in place (they are otherwise imported when applied)."""
+    for reach in rows(where):
+        reach.factory()
 
 
 @contextmanager

@@ -15,13 +15,15 @@ import torch
 from openrlhf.models import PolicyLoss
 
 from openrlhf_ext.algorithms import aggregate_loss, policy_loss
+from openrlhf_ext.algorithms.config import is_stock_loss
 
-STOCK_AGG_MODES = ("token-mean", "seq-mean-token-mean")
 SKIPPED_LOG_PROB = float("nan")
-"""Old log-prob of a zero-advantage row that skipped the rollout forward passes: the loss then takes
-the current log-prob (ratio 1), so the row adds 0 to the policy loss and nothing to ppo_kl or the
-clip fraction, while it still counts in the normalisers."""
-STOCK_LOSS_TYPES = ("ppo", "gspo")
+"""Old log-prob of a row whose policy forward of experience making did not run: the loss then takes the
+current log-prob, detached (ratio 1). A zero-advantage row that skipped the rollout forward passes adds
+0 to the policy loss and nothing to ppo_kl or the clip fraction, while it still counts in the
+normalisers. With the saved policy forward (:func:`~.experience_maker.saves_policy_forward`) every row
+has it: the training forward runs on the weights that generated the rollout, so the current log-prob is
+the old one and ppo_kl and the clip fraction are 0 by construction."""
 
 
 class ExtPolicyLoss(PolicyLoss):
@@ -29,7 +31,7 @@ class ExtPolicyLoss(PolicyLoss):
         super().__init__(token_level_loss=loss_agg_mode == "token-mean", **stock_kwargs)
         self.loss_agg_mode = loss_agg_mode
         self.max_tokens = max_tokens
-        self.uses_stock_path = self.policy_loss_type in STOCK_LOSS_TYPES and loss_agg_mode in STOCK_AGG_MODES
+        self.uses_stock_path = is_stock_loss(self.policy_loss_type, loss_agg_mode)
         if self.policy_loss_type == "gspo" and not self.uses_stock_path:
             raise ValueError(f"--actor.loss_agg_mode {loss_agg_mode}: GSPO is sequence-level; use seq-mean-token-mean")
         if not self.uses_stock_path and self.is_correction_level != "off":

@@ -28,11 +28,9 @@ import msgspec
 import ray
 from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
 
-from openrlhf_ext.cpu.rollout import CpuRolloutActorClass
 from openrlhf_ext.reaches.patching import original
 
-# Where create_vllm_engines finds its engine actor class; without CUDA the driver has put the CPU
-# stand-in there before it imports this module.
+# Where create_vllm_engines finds its engine actor class (the platform's reaches wrap ours there).
 ENGINE_CLASS = "openrlhf.trainer.ray.vllm_engine:RolloutRayActor"
 
 # The response key carrying a sample's seed from the engine back to the controller.
@@ -80,15 +78,9 @@ class RolloutRayActor(original(ENGINE_CLASS).__ray_actor_class__):
         return [{**response, SAMPLE_SEED: seed} for seed, (response,) in zip(seeds, groups, strict=True)]
 
 
+# What create_vllm_engines instantiates in our runs (the driver reach; a platform's reaches, applied
+# inside the driver reaches, may wrap it: on CPU, openrlhf_ext.cpu.rollout.cpu_engines).
 SeededRolloutRayActor = ray.remote(RolloutRayActor)
-
-
-def seeded_engines(engine_class: Any) -> Any:
-    """What ``create_vllm_engines`` instantiates -> our engine actor (on CPU, the CPU stand-in
-    creating ours)."""
-    if isinstance(engine_class, CpuRolloutActorClass):
-        return CpuRolloutActorClass(SeededRolloutRayActor)
-    return SeededRolloutRayActor
 
 
 class _SeedingEngine:
