@@ -29,6 +29,13 @@ computed (they still count in the group statistics); the number is logged as ``o
 
 A batch with no row left in the loss is reported through :attr:`RolloutPlan.all_filtered`; the
 trainer then skips the optimizer step.
+
+The saved policy forward. When the policy takes no optimizer step between generating a rollout and
+training on it (:func:`saves_policy_forward`: one epoch, one optimizer step per rollout, not async),
+the weights of the training forward are those that produced the experience and the importance ratio is
+exactly 1: the policy's experience-making forward is not dispatched, every row's old log-probs are
+:data:`~.policy_loss.SKIPPED_LOG_PROB` and the loss takes the training forward's, detached, as TRL does
+for a single iteration. The reference and critic forwards still run.
 """
 
 from __future__ import annotations
@@ -64,6 +71,40 @@ def row_plan(
     in_loss = (keep if dropped_rows == "exclude" else torch.ones_like(keep)) & ~truncated
     forward = in_loss if kl_loss else keep & in_loss
     return in_loss, forward
+
+
+def saves_policy_forward(args) -> tuple[bool, str]:
+    """Whether experience making skips the policy's forward pass (module docstring), and why (one line).
+
+    The old log-probs then come from the training forward, detached: exact only when no optimizer step
+    separates the weights that generated a rollout from those that train on it, and when nothing reads
+    the policy's log-probs before its training forward. ``args``: OpenRLHF's nested training arguments.
+    """
+    train, kl = args.train, args.algo.kl
+    rollout_rows = args.rollout.batch_size * args.rollout.n_samples_per_prompt
+    if train.async_enable:
+        return False, "--train.async_enable: the policy trains while the next rollout is generated"
+    if train.max_epochs > 1:
+        return False, f"--train.max_epochs {train.max_epochs}: epochs after the first train on updated weights"
+    if rollout_rows != train.batch_size:
+        return False, (f"--rollout.batch_size x --rollout.n_samples_per_prompt = {rollout_rows} samples per rollout, "
+                       f"--train.batch_size {train.batch_size}: not one optimizer step per rollout")
+    if kl.init_coef > 0 and not kl.use_loss:
+        return False, ("KL in the reward (--algo.kl.init_coef > 0 without --algo.kl.use_loss) is computed from the "
+                       "policy's log-probs before training")
+    if kl.init_coef > 0 and kl.unbiased_gradient:
+        return False, ("--algo.kl.unbiased_gradient: the KL loss weighs its gradient by the old log-probs, read "
+                       "outside the policy loss")
+    return True, ("one epoch, one optimizer step per rollout: the old log-probs are the training forward's, "
+                  "detached (ratio 1)")
+
+
+def within_one_optimizer_step(rows_before: int, rows: int, train_batch_size: int) -> bool:
+    """No optimizer-step boundary falls inside a rollout of ``rows`` rows trained after ``rows_before``
+    rows: DeepSpeed steps after every ``train_batch_size`` rows, counted over the run, so a rollout shorter
+    than a training batch (the last prompts of an episode, dynamic filtering running out of prompts) moves
+    the boundaries into the rollouts after it."""
+    return rows_before % train_batch_size + rows <= train_batch_size
 
 
 def truncated_rows(items: list[Experience], max_new_tokens: int | None) -> torch.Tensor:
@@ -119,6 +160,10 @@ class ExtExperienceMaker(RemoteExperienceMaker):
         self.ext_config = self.args.ext_config  # resolved once by the CLI
         self.grid = self.ext_config.advantage
         self.last_metrics: dict[str, float] = {}
+        self.saves_policy_forward, reason = saves_policy_forward(self.args)
+        logger.info(f"policy forward of experience making: {'saved' if self.saves_policy_forward else 'runs'} ({reason})")
+        self._policy_forward_saved = False  # for the rollout being made
+        self._rows_made = 0  # rollout rows handed to training so far, where DeepSpeed's accumulation windows fall
 
     # -- filtering decision --------------------------------------------------------------------
 
@@ -161,19 +206,38 @@ class ExtExperienceMaker(RemoteExperienceMaker):
     @torch.no_grad()
     def make_experience_batch(self, rollout_samples: list[Experience]) -> list[Experience]:
         """Stock entry point. A :class:`PlannedRollout` brings its plan; other samples are planned here."""
+        rows = sum(len(sample.sequences) for sample in rollout_samples)
+        self._policy_forward_saved = self.saves_policy_forward and within_one_optimizer_step(
+            self._rows_made, rows, self.args.train.batch_size)
+        self._rows_made += rows
         if isinstance(rollout_samples, PlannedRollout):
             plan = rollout_samples.plan
         else:
             plan = self.plan_rollout(rollout_samples)
         if plan is None:  # gae, or rewards from a reward model: every sample goes through the forwards
-            return super().make_experience_batch(rollout_samples)
-        forward_ids = plan.forward.nonzero().flatten().tolist()
-        skipped_ids = (~plan.forward).nonzero().flatten().tolist()
-        experiences = self._forward_kept(rollout_samples, forward_ids)
-        experiences += self._masked_rows([rollout_samples[i] for i in skipped_ids])
-        self._grid_advantages(experiences, plan)
-        self.last_metrics["forward_skipped_fraction"] = len(skipped_ids) / len(rollout_samples)
-        return self._deal_to_ranks(experiences, len(rollout_samples))
+            experiences = super().make_experience_batch(rollout_samples)
+        else:
+            forward_ids = plan.forward.nonzero().flatten().tolist()
+            skipped_ids = (~plan.forward).nonzero().flatten().tolist()
+            experiences = self._forward_kept(rollout_samples, forward_ids)
+            experiences += self._masked_rows([rollout_samples[i] for i in skipped_ids])
+            self._grid_advantages(experiences, plan)
+            self.last_metrics["forward_skipped_fraction"] = len(skipped_ids) / len(rollout_samples)
+            experiences = self._deal_to_ranks(experiences, len(rollout_samples))
+        self.last_metrics["policy_forward_saved"] = float(self._policy_forward_saved)
+        return experiences
+
+    def _dispatch_forward(self, group, sync_condition, **kwargs):
+        """Stock's dispatch of a model's forward passes; the policy's, when saved, gives NaN old log-probs
+        at once (stock ``make_experience`` takes them as it takes the forward's results)."""
+        if group is self.actor_model_group and self._policy_forward_saved:
+            return _SavedLogProbs(torch.full(mask.shape, SKIPPED_LOG_PROB) for mask in kwargs["action_mask"])
+        return super()._dispatch_forward(group, sync_condition, **kwargs)
+
+    def _flatten_results(self, refs, duplicate_factor):
+        if isinstance(refs, _SavedLogProbs):
+            return list(refs)
+        return super()._flatten_results(refs, duplicate_factor)
 
     def _forward_kept(self, rollout_samples: list[Experience], kept_ids: list[int]) -> list[Experience]:
         """The rollout forward passes of the kept rows. Each model's data-parallel ranks get the same number
@@ -292,6 +356,10 @@ class ExtExperienceMaker(RemoteExperienceMaker):
 
 
 _STUB_INDEX = -1  # marks a forward pass's padding micro-batch
+
+
+class _SavedLogProbs(list):
+    """The policy's per-micro-batch old log-probs when its forward is saved, in place of the Ray results."""
 
 
 def _batch(rows: list[Experience]) -> Experience:
