@@ -432,3 +432,44 @@ def test_dynamic_batch_with_fewer_kept_rows_than_policy_ranks():
     assert sorted(i for e in experiences for i in e.index) == list(range(8))
     in_loss = [i for e in experiences for i, mask in zip(e.index, e.action_mask, strict=True) if mask.any()]
     assert in_loss == [2]
+
+
+def _cuda_platform_config(monkeypatch, *flags: str):
+    """A configuration resolved for a GPU cluster (modes the CPU platform refuses before Ray)."""
+    monkeypatch.setenv("OPENRLHF_EXT_PLATFORM", "cuda")
+    return parse(*flags)
+
+
+@pytest.mark.parametrize("mode", [("--ds.ring_attn_size", "2", "--ds.packing_samples"), ("--ds.tensor_parallel_size", "2")])
+def test_ring_attention_and_tensor_parallel_peers_share_their_rows(monkeypatch, mode):
+    """Unit-tested only (GPU-only modes): 4 policy actors in groups of 2 that split each row between them
+    are 2 data-parallel ranks. The forward micro-batches are padded to a multiple of 2 and the training rows
+    dealt to 2 ranks as stock deals them; the stub rows of a padded forward never reach the trainer."""
+    args = _cuda_platform_config(monkeypatch, "--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "4",
+                                 "--micro_rollout_batch_size", "4", "--init_kl_coef", "0", "--ext.dropped_rows",
+                                 "exclude", "--actor.num_gpus_per_node", "4", "--vllm.num_engines", "1", *mode)
+    maker = RecordingMaker(args)
+    maker.actor_model_group = SimpleNamespace(_actor_handlers=[None] * 4, duplicate_actors=2)
+    rewards = [1.0, 1, 1, 1] + [1.0, 1, 1, 1] + [1.0, -1, 1, -1] + [-1.0, -1, -1, -1]
+    experiences = maker.make_experience_batch(rollout(rewards))
+    assert sorted(maker.forwarded) == [-1, 8, 9, 10, 11]  # one kept micro-batch + one stub for the second rank
+    assert [len(e.index) for e in experiences] == [4, 4, 4, 4]
+    in_loss = [int((e.action_mask.sum(-1) > 0).sum()) for e in experiences]
+    assert in_loss[0] + in_loss[1] == in_loss[2] + in_loss[3] == 2
+
+
+def test_ring_attention_trains_every_row_of_the_stock_replay_buffer(monkeypatch, tmp_path):
+    """Unit-tested only: ring attention splits each row across ranks, and a 2-token stub row cannot be split,
+    so the policy keeps stock's replay buffer (rows out of the loss are trained as masked rows)."""
+    from openrlhf.trainer.ppo_utils.replay_buffer import NaiveReplayBuffer
+    from support.actor_trainer import actor_trainer
+
+    from openrlhf_ext.trainer.train_rows import SkippingReplayBuffer
+
+    args = _cuda_platform_config(monkeypatch, "--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "4", "--ds.ring_attn_size", "2", "--vllm.num_engines", "1",
+                                 "--ds.packing_samples")
+    monkeypatch.setattr("support.actor_trainer.InProcessStrategy.ring_attn_group", object())
+    trainer = actor_trainer(tmp_path / "model", args)
+    assert type(trainer.replay_buffer) is NaiveReplayBuffer
+    monkeypatch.setattr("support.actor_trainer.InProcessStrategy.ring_attn_group", None)
+    assert isinstance(actor_trainer(tmp_path / "model", args).replay_buffer, SkippingReplayBuffer)
