@@ -5,6 +5,7 @@ the choice of the platform in test_platform.py."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from openrlhf_ext.cli.args import resolve_train_config, stock_parser
 from openrlhf_ext.cli.train_ppo_ray import main
 from openrlhf_ext.cpu.driver import CPU_PER_BUNDLE, cpu_bundles
 from openrlhf_ext.cpu.dtype import cpu_flags, cpu_param_dtype, torch_dtype, vllm_dtype_name
-from openrlhf_ext.cpu.flags import cpu_adaptations, cpu_refusal
+from openrlhf_ext.cpu.flags import ADAPTED, cpu_adaptations, cpu_refusal
 from openrlhf_ext.cpu.rollout import CPU_WORKER_EXTENSION, cpu_engine_kwargs
 from openrlhf_ext.cpu.weight_sync import GlooBroadcastGroup
 from openrlhf_ext.platforms import CpuPlatform, PlatformError, platform_of_machine
@@ -115,15 +116,14 @@ def stock_values(*argv: str) -> dict:
 def test_cpu_adaptations_rewrite_cuda_only_defaults_once():
     values = stock_values()
     changes = cpu_adaptations(values)
-    assert {dest: value for dest, (value, _) in changes.items()} == {
-        "ds.attn_implementation": "sdpa", "vllm.num_engines": 1, "vllm.sync_backend": "gloo"}
-    values.update({dest: value for dest, (value, _) in changes.items()})
-    assert cpu_adaptations(values) == {}  # adapting an adapted configuration changes nothing
+    assert changes == {"ds.attn_implementation": "sdpa", "vllm.num_engines": 1, "vllm.sync_backend": "gloo"}
+    assert set(changes) <= set(ADAPTED)  # each has its reason
+    assert cpu_adaptations({**values, **changes}) == {}  # adapting an adapted configuration changes nothing
 
     explicit = stock_values("--ds.attn_implementation", "eager", "--vllm.num_engines", "2")
     assert set(cpu_adaptations(explicit)) == {"vllm.sync_backend"}
     sleepy = cpu_adaptations(stock_values("--vllm.enable_sleep", "--vllm.sync_with_ray"))
-    assert sleepy["vllm.enable_sleep"][0] is False and sleepy["vllm.sync_with_ray"][0] is False
+    assert sleepy["vllm.enable_sleep"] is False and sleepy["vllm.sync_with_ray"] is False
 
 
 @pytest.mark.parametrize(("argv", "refused"), [
@@ -139,9 +139,9 @@ def test_cpu_refuses_only_cuda_only_features(argv, refused):
     assert problem == refused if refused is None else problem.startswith(refused)
 
 
-def test_the_printed_config_is_the_one_that_runs(monkeypatch, capsys):
+def test_the_printed_config_is_the_one_that_runs(monkeypatch, capsys, caplog):
     """The CPU adaptations are in --print_config (they used to be made later, inside OpenRLHF's train()),
-    with the provenance 'cpu', a flag the user gave included; each is said once."""
+    with the provenance 'cpu', a flag the user gave included; the launch says each once, a parse nothing."""
     monkeypatch.setenv("OPENRLHF_EXT_PLATFORM", "cpu")
     main([*USER_FLAGS, "--vllm.sync_backend", "nccl", "--print_config"])
     out, err = capsys.readouterr()
@@ -149,7 +149,16 @@ def test_the_printed_config_is_the_one_that_runs(monkeypatch, capsys):
     assert (config["vllm"]["sync_backend"], config["ds"]["attn_implementation"]) == ("gloo", "sdpa")
     assert config["provenance"]["vllm.sync_backend"] == config["provenance"]["ds.attn_implementation"] == "cpu"
     assert config["platform"]["name"] == "cpu"
-    assert err.count("--vllm.sync_backend nccl -> gloo (platform cpu: weights go") == 1
+    assert "platform" not in err
+
+    args = resolve_train_config([*USER_FLAGS, "--vllm.sync_backend", "nccl"])
+    caplog.set_level(logging.INFO, logger="openrlhf_ext")
+    args.platform.check_before_ray(args)
+    said = [record.getMessage() for record in caplog.records]
+    assert said[0] == "platform: cpu ($OPENRLHF_EXT_PLATFORM=cpu)"
+    assert said.count("--vllm.sync_backend gloo (platform cpu: weights go to the vLLM engines over gloo, not NCCL / "
+                      "CUDA IPC)") == 1
+    assert any(line.startswith(f"--ds.param_dtype {args.ds.param_dtype} (platform cpu: this CPU") for line in said)
 
 
 def test_packing_keeps_sdpa_although_stock_validation_asks_for_flash_attention(monkeypatch):

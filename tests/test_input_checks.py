@@ -186,8 +186,8 @@ def test_evaluator_names_a_truncated_weights_file(capsys, tmp_path, tiny_model_d
     (["--enable_vllm_is_correction", "--loss_agg_mode", "seq-mean-token-sum"], "got ppo with seq-mean-token-sum"),
     (["--advantage_estimator", "dr_grpo", "--algo.advantage.is_correction_level", "seq"],
      "got ppo with seq-mean-token-sum-norm"),  # the preset's aggregation
-    (["--actor.policy_loss_type", "gspo", "--actor.loss_agg_mode", "token-mean"],
-     "--actor.loss_agg_mode token-mean: GSPO is sequence-level; use seq-mean-token-mean"),
+    (["--actor.policy_loss_type", "gspo", "--actor.loss_agg_mode", "seq-mean-token-sum"],
+     "--actor.loss_agg_mode seq-mean-token-sum: GSPO is sequence-level; use seq-mean-token-mean"),
 ])
 def test_losses_that_cannot_train_together_are_refused_before_ray(capsys, flags, expected):
     """The policy actor refused these only after its models loaded."""

@@ -33,10 +33,18 @@ from openrlhf_ext.reporting.records import config_to_dict
 
 FLAG_LIST = Path(__file__).parent / "data" / f"openrlhf_{LEGACY_RELEASE}_train_ppo_ray_flags.tsv"
 # Dotted, so that the rows of --pretrain, --prompt_data and --remote_rm_url show their own effect;
-# a fixed run name, so that two resolutions compare equal.
+# a fixed run name, so that two resolutions compare equal; an engine, which OpenRLHF's validation of
+# packing compares with 0 (its default, None, fails that comparison with a TypeError).
 BASE = ["--actor.model_name_or_path", "/models/m", "--data.prompt_dataset", "/data/p.jsonl",
-        "--reward.remote_url", "/rm/reward.py", "--logger.wandb.run_name", "run"]
+        "--reward.remote_url", "/rm/reward.py", "--logger.wandb.run_name", "run", "--vllm.num_engines", "1"]
 GROUPS = ["--algo.advantage.estimator", "group_norm", "--rollout.n_samples_per_prompt", "4"]
+
+
+@pytest.fixture(autouse=True)
+def on_the_cuda_platform(monkeypatch):
+    """The flags as OpenRLHF's GPU scripts run them: the CPU platform refuses or rewrites some of
+    them (tests/test_cpu_runtime.py), which is not what this table is about."""
+    monkeypatch.setenv("OPENRLHF_EXT_PLATFORM", "cuda")
 
 
 class Row(NamedTuple):

