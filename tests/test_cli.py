@@ -129,6 +129,24 @@ def test_stock_assertions_become_one_line_errors(capsys):
     assert "partial_rollout_enable requires --train.async_enable" in err
 
 
+# OpenRLHF's own validation would meet these with a traceback (a TypeError comparing the default
+# --vllm.num_engines None with 0; modelscope's ImportError): refused before it (cli/stock_validation.py).
+STOCK_VALIDATION_CRASHES = [
+    (["--ds.packing_samples"], "--ds.packing_samples: needs vLLM engines (--vllm.num_engines N)"),
+    (["--ds.packing_samples", "--vllm.num_engines", "0"], "--ds.packing_samples: needs vLLM engines"),
+    (["--train.dynamic_batch_enable"], "--train.dynamic_batch_enable: packs samples and needs vLLM engines"),
+    (["--ds.ring_attn_size", "2"], "--ds.ring_attn_size: packs samples and needs vLLM engines"),
+    (["--use_ms"], "--use_ms: needs the modelscope package"),
+]
+
+
+@pytest.mark.parametrize(("flags", "message"), STOCK_VALIDATION_CRASHES, ids=[" ".join(f) for f, _ in STOCK_VALIDATION_CRASHES])
+def test_what_stock_validation_would_crash_on_is_refused_in_one_line(capsys, monkeypatch, flags, message):
+    monkeypatch.setenv("OPENRLHF_EXT_PLATFORM", "cuda")  # the CPU platform gives packing an engine of its own
+    monkeypatch.setitem(sys.modules, "modelscope", None)  # not installed, whatever this machine holds
+    assert f"error: {message}" in error_of(capsys, *flags)
+
+
 def test_no_model_or_data_flags_select_the_embedded_defaults(capsys):
     main(["--advantage_estimator", "reinforce_rej", "--n_samples_per_prompt", "4", "--print_config"])
     config = json.loads(capsys.readouterr().out)

@@ -15,7 +15,8 @@ import pytest
 import torch
 from helpers import free_port
 
-from openrlhf_ext.cli.args import resolve_train_config, stock_parser
+from openrlhf_ext.cli.stock_main import stock_parser
+from openrlhf_ext.cli.train_config import resolve_train_config
 from openrlhf_ext.cli.train_ppo_ray import main
 from openrlhf_ext.cpu.driver import CPU_PER_BUNDLE, cpu_bundles
 from openrlhf_ext.cpu.dtype import cpu_flags, cpu_param_dtype, torch_dtype, vllm_dtype_name

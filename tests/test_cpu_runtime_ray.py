@@ -13,7 +13,7 @@ from openrlhf.trainer.ray.vllm_engine import create_vllm_engines
 from openrlhf.utils import get_tokenizer
 from vllm import SamplingParams
 
-from openrlhf_ext.cli.args import resolve_train_config
+from openrlhf_ext.cli.train_config import resolve_train_config
 from openrlhf_ext.cpu.driver import CpuRayActorGroup
 
 pytestmark = pytest.mark.slow

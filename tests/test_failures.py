@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from openrlhf_ext.cli.args import resolve_train_config, run_stock_main
+from openrlhf_ext.cli.train_config import resolve_train_config, run_stock_main
 from openrlhf_ext.reporting.failures import RewardUnavailable, RunFailure, check_rewards, describe_failure
 
 FLAGS = ["--pretrain", "/m", "--prompt_data", "/d.jsonl", "--remote_rm_url", "/r.py", "--advantage_estimator",

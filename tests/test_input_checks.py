@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from openrlhf_ext.cli.args import build_parser
+from openrlhf_ext.cli.train_config import build_parser
 from openrlhf_ext.cli.train_ppo_ray import main
 from openrlhf_ext.job.checks import RANGES
 
@@ -138,7 +138,7 @@ def test_prompt_over_the_budget_is_refused_not_truncated(capsys, tmp_path, tiny_
 
 
 def test_good_inputs_pass_and_keep_stock_prompt_semantics(tmp_path, tiny_model_dir):
-    from openrlhf_ext.cli.args import resolve_train_config
+    from openrlhf_ext.cli.train_config import resolve_train_config
     from openrlhf_ext.job.inputs import prepare_inputs
 
     prompts = write_lines(tmp_path / "p.jsonl", json.dumps({"q": [{"role": "user", "content": "1+1?"}], "a": 2}))
@@ -196,7 +196,7 @@ def test_losses_that_cannot_train_together_are_refused_before_ray(capsys, flags,
 
 def test_the_demo_correction_yields_to_a_preset_loss_it_cannot_run():
     """The embedded demo turns the vLLM correction on; RAFT's vanilla loss has none (it failed in the actor)."""
-    from openrlhf_ext.cli.args import resolve_train_config
+    from openrlhf_ext.cli.train_config import resolve_train_config
 
     raft = resolve_train_config(["--advantage_estimator", "raft"])
     assert raft.actor.policy_loss_type == "vanilla" and raft.algo.advantage.is_correction_level == "off"
@@ -206,7 +206,7 @@ def test_the_demo_correction_yields_to_a_preset_loss_it_cannot_run():
 def test_files_for_the_actors_are_absolute_under_the_output_dir(monkeypatch, tmp_path, tiny_model_dir):
     """A relative --save_path: the templated prompt files are named by absolute paths, for an actor on
     another node (a shared filesystem) or with another working directory."""
-    from openrlhf_ext.cli.args import resolve_train_config
+    from openrlhf_ext.cli.train_config import resolve_train_config
     from openrlhf_ext.job.inputs import prepare_inputs
 
     monkeypatch.chdir(tmp_path)

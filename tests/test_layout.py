@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 from safetensors.torch import load_file
 
-from openrlhf_ext.cli.args import resolve_train_config
+from openrlhf_ext.cli.train_config import resolve_train_config
 from openrlhf_ext.cpu.layout import (
     GIB,
     Layout,

@@ -16,9 +16,10 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from openrlhf_ext.cli.args import build_parser, resolve_train_config, stock_parser
 from openrlhf_ext.cli.legacy_flags import (
     IS_ENABLE_FLAG,
+    IS_LEVEL,
+    IS_MODE,
     IS_TYPE_FLAG,
     LEGACY_ALIASES,
     LEGACY_CONSTANTS,
@@ -28,13 +29,15 @@ from openrlhf_ext.cli.legacy_flags import (
     LEGACY_SHARED,
     legacy_alias_table,
 )
+from openrlhf_ext.cli.stock_main import stock_parser
+from openrlhf_ext.cli.train_config import build_parser, resolve_train_config
 from openrlhf_ext.cli.train_ppo_ray import main
 from openrlhf_ext.reporting.records import config_to_dict
 
 FLAG_LIST = Path(__file__).parent / "data" / f"openrlhf_{LEGACY_RELEASE}_train_ppo_ray_flags.tsv"
 # Dotted, so that the rows of --pretrain, --prompt_data and --remote_rm_url show their own effect;
-# a fixed run name, so that two resolutions compare equal; an engine, which OpenRLHF's validation of
-# packing compares with 0 (its default, None, fails that comparison with a TypeError).
+# a fixed run name, so that two resolutions compare equal; an engine, without which packing is refused
+# (OpenRLHF packs only with vLLM generation).
 BASE = ["--actor.model_name_or_path", "/models/m", "--data.prompt_dataset", "/data/p.jsonl",
         "--reward.remote_url", "/rm/reward.py", "--logger.wandb.run_name", "run", "--vllm.num_engines", "1"]
 GROUPS = ["--algo.advantage.estimator", "group_norm", "--rollout.n_samples_per_prompt", "4"]
@@ -268,6 +271,22 @@ def test_legacy_flag_resolves_to_its_0_11_2_value(row):
         assert resolved(row.flags) == resolved([])
     elif len(row.expect) == 1:  # one dest: the flag is the user's setting of it (presets and profiles leave it)
         assert getattr(config.provenance, next(iter(row.expect))) == "user"
+
+
+# The rows of a legacy flag that sets several 0.11.2 dests: the user's setting of each of them.
+MULTI_DEST_ROWS = [row for row in ROWS if row.flags[0][2:] in LEGACY_SHARED or f"--{IS_ENABLE_FLAG}" in row.flags]
+
+
+@pytest.mark.parametrize("row", MULTI_DEST_ROWS, ids=lambda row: " ".join(row.flags))
+def test_every_dest_a_legacy_flag_sets_is_the_users(row):
+    provenance = resolve_train_config([*BASE, *row.flags]).provenance
+    assert {dest: getattr(provenance, dest) for dest in row.expect} == dict.fromkeys(row.expect, "user")
+
+
+def test_multi_dest_rows_cover_every_shared_flag_and_the_is_correction_type_alone_sets_nothing():
+    assert {row.flags[0][2:] for row in MULTI_DEST_ROWS} >= set(LEGACY_SHARED)
+    provenance = resolve_train_config([*BASE, f"--{IS_TYPE_FLAG}", "tis"]).provenance
+    assert {dest: getattr(provenance, dest) for dest in (IS_LEVEL, IS_MODE)} == {IS_LEVEL: "stock", IS_MODE: "stock"}
 
 
 @pytest.mark.parametrize("row", PARSER_ONLY_ROWS, ids=lambda row: row.flags[0])

@@ -19,7 +19,7 @@ from openrlhf.trainer.ppo_trainer import PPOTrainer
 from openrlhf.utils.logging_utils import TensorboardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from openrlhf_ext.cli.args import resolve_train_config
+from openrlhf_ext.cli.train_config import resolve_train_config
 from openrlhf_ext.reporting.mlflow_logger import DEFAULT_EXPERIMENT, mlflow_logger_for, tracking_uri
 from openrlhf_ext.trainer.ppo_trainer import _ExtPPOTrainer
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from openrlhf_ext.algorithms.config import PRESETS, STOCK_ESTIMATORS, preset_settings_markdown
-from openrlhf_ext.cli.args import stock_parser
+from openrlhf_ext.cli.stock_main import stock_parser
 from openrlhf_ext.cli.train_ppo_ray import main
 
 # No embedded default (model conversion, data generation, CPU dtype choice) kicks in with these.

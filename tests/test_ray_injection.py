@@ -14,7 +14,7 @@ import pytest
 from openrlhf.trainer.ray.launcher import RayActorGroup
 from openrlhf.utils import get_strategy
 
-from openrlhf_ext.cli.args import resolve_train_config
+from openrlhf_ext.cli.train_config import resolve_train_config
 from openrlhf_ext.reaches import Where, rows, scoped
 
 pytestmark = pytest.mark.slow

@@ -244,7 +244,7 @@ def test_gpu_benchmark_flags_parse_under_stock_and_ours(tmp_path):
     """benchmarks/gpu_step_time.py feeds one flag list to both CLIs; keep it valid for both."""
     import importlib.util
 
-    from openrlhf_ext.cli.args import stock_parser
+    from openrlhf_ext.cli.stock_main import stock_parser
 
     spec = importlib.util.spec_from_file_location("gpu_step_time", REPO / "benchmarks" / "gpu_step_time.py")
     bench = importlib.util.module_from_spec(spec)

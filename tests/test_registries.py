@@ -22,7 +22,7 @@ from openrlhf_ext.algorithms.config import (
     AdvantageConfig,
 )
 from openrlhf_ext.cli import evaluate
-from openrlhf_ext.cli.args import build_parser, resolve_train_config
+from openrlhf_ext.cli.train_config import build_parser, resolve_train_config
 from openrlhf_ext.data.templates import TEMPLATE_NAMES, TEMPLATES, apply_template
 from openrlhf_ext.rewards.config import RewardConfig
 from openrlhf_ext.rewards.extract import EXPLICIT_FORMS, extract_answer, is_well_formatted, strict_extraction

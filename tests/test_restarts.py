@@ -12,7 +12,7 @@ import pytest
 from ray.exceptions import ActorDiedError, RayTaskError
 from test_resume import save_step
 
-from openrlhf_ext.cli.args import resolve_train_config
+from openrlhf_ext.cli.train_config import resolve_train_config
 from openrlhf_ext.job.restarts import is_actor_fault, run_with_restarts
 from openrlhf_ext.reporting.failures import RewardUnavailable, RunFailure
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import free_port
 
-from openrlhf_ext.cli.args import resolve_train_config
+from openrlhf_ext.cli.train_config import resolve_train_config
 from openrlhf_ext.trainer import checkpoints
 from openrlhf_ext.trainer.checkpoints import (
     INCOMING,

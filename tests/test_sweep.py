@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from helpers import HALF_FILTERED_REWARD, MATH_DATA, read_metrics, small_run_flags
 
-from openrlhf_ext.cli.args import resolve_train_config
 from openrlhf_ext.cli.sweep import sweep
 from openrlhf_ext.cli.sweep_plan import (
     DONE_FILE,
@@ -29,6 +28,7 @@ from openrlhf_ext.cli.sweep_plan import (
     train_command,
     write_sweep_report,
 )
+from openrlhf_ext.cli.train_config import resolve_train_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

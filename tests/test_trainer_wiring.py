@@ -18,7 +18,7 @@ from openrlhf.trainer.ppo_utils.experience import Experience
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController
 
-from openrlhf_ext.cli.args import resolve_train_config
+from openrlhf_ext.cli.train_config import resolve_train_config
 from openrlhf_ext.trainer.experience_maker import ExtExperienceMaker, PlannedRollout, row_plan
 from openrlhf_ext.trainer.policy_loss import ExtPolicyLoss
 

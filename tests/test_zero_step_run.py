@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from openrlhf.trainer.ppo_trainer import PPOTrainer
 
-from openrlhf_ext.cli.args import resolve_train_config
+from openrlhf_ext.cli.train_config import resolve_train_config
 from openrlhf_ext.trainer.ppo_trainer import NoTrainingStep, _ExtPPOTrainer
 
 

@@ -122,7 +122,7 @@ class AdvantageConfig:
 class ExtConfig:
     """The resolved extension settings the experience maker and the policy loss read.
 
-    Built once by the CLI (``openrlhf_ext.cli.args.finalize_extensions``) from the estimator's preset
+    Built once by the CLI (``openrlhf_ext.cli.resolve.finalize_extensions``) from the estimator's preset
     and the ``--ext.*`` flags, and carried to the Ray actors as ``args.ext_config`` (the arguments are
     pickled to them), so no worker resolves a preset or reads a switch by name again.
 

@@ -6,8 +6,8 @@ committed file is out of date.
 
 from __future__ import annotations
 
-from openrlhf_ext.cli.args import stock_parser
 from openrlhf_ext.cli.legacy_flags import LEGACY_RELEASE, legacy_flag_table
+from openrlhf_ext.cli.stock_main import stock_parser
 
 
 def render() -> str:

@@ -253,8 +253,10 @@ def add_legacy_flags(parser: argparse.ArgumentParser) -> None:
                     const=first.const, choices=first.choices)
     for flag, (dest, value) in LEGACY_CONSTANTS.items():
         _add_hidden(parser, flag, action="store_const", dest=dest, const=value)
-    _add_hidden(parser, IS_ENABLE_FLAG, action=_LegacyISCorrection, dest=IS_LEVEL, nargs=0)
-    _add_hidden(parser, IS_TYPE_FLAG, action=_LegacyISCorrection, dest=IS_MODE, choices=list(IS_CORRECTION_TYPES))
+    _add_hidden(parser, IS_ENABLE_FLAG, action=_LegacyISCorrection, dest=IS_LEVEL, dests=(IS_LEVEL, IS_MODE), nargs=0)
+    # The type alone sets nothing (as in 0.10); with the switch, the switch counts for the mode.
+    _add_hidden(parser, IS_TYPE_FLAG, action=_LegacyISCorrection, dest=IS_MODE, dests=(),
+                choices=list(IS_CORRECTION_TYPES))
     for flag, no_op in LEGACY_NO_OP_FLAGS.items():
         _add_hidden(parser, flag, action=_NoOp, nargs=1 if no_op.takes_value else 0)
     for flag, why in LEGACY_REFUSED.items():
@@ -267,12 +269,22 @@ def _add_hidden(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> No
     parser.add_argument(f"--{flag}", default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
 
 
-class _SetAll(argparse.Action):
-    """One value into several dests (a switch's: its const)."""
+def dests_of(action: argparse.Action) -> tuple[str, ...]:
+    """Every dest a flag of ``action`` sets, to count for the user's (explicit) settings: its dest, or
+    the ``dests`` of a legacy flag that sets several."""
+    return action.dests if isinstance(action, _SetsSeveral) else (action.dest,)
+
+
+class _SetsSeveral(argparse.Action):
+    """An action whose flag sets ``dests`` (argparse knows one dest per action: the first, for its default)."""
 
     def __init__(self, *args: Any, dests: tuple[str, ...], **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.dests = dests
+
+
+class _SetAll(_SetsSeveral):
+    """One value into several dests (a switch's: its const)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         for dest in self.dests:
@@ -293,13 +305,12 @@ class _Refused(argparse.Action):
         parser.error(self.message)
 
 
-# The two IS-correction flags combine in either order, so they are collected while parsing and
-# resolved once it is done. The actions' dests are the 0.11.2 ones they set, so that the flags
-# count as the user's (explicit) for those dests.
+# The two IS-correction flags combine in either order, so they are collected while parsing (under
+# the 0.11.2 dest each one names) and resolved once it is done.
 _IS_GIVEN = "_legacy_is_correction"
 
 
-class _LegacyISCorrection(argparse.Action):
+class _LegacyISCorrection(_SetsSeveral):
     def __call__(self, parser, namespace, values, option_string=None):
         vars(namespace).setdefault(_IS_GIVEN, {})[self.dest] = values
 

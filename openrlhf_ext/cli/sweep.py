@@ -26,7 +26,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from openrlhf_ext.cli.args import resolve_train_config
 from openrlhf_ext.cli.sweep_plan import (
     CONSOLE_FILE,
     DEFAULT_ESTIMATORS,
@@ -47,6 +46,7 @@ from openrlhf_ext.cli.sweep_plan import (
     train_command,
     write_sweep_report,
 )
+from openrlhf_ext.cli.train_config import resolve_train_config
 from openrlhf_ext.eval.generation import BACKENDS
 
 logger = logging.getLogger(__name__)

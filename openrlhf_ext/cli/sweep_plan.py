@@ -103,7 +103,8 @@ def plan_runs(estimators: Sequence[str], seeds: Sequence[int], out_dir: str | Pa
 
 def reserved_settings(train_flags: Sequence[str]) -> list[str]:
     """Settings (dests) that ``train_flags`` set, in any spelling, although the sweep sets them per run."""
-    from openrlhf_ext.cli.args import build_parser, explicit_dests
+    from openrlhf_ext.cli.resolve import explicit_dests
+    from openrlhf_ext.cli.train_config import build_parser
 
     return sorted(explicit_dests(build_parser(), train_flags) & set(RESERVED_DESTS))
 

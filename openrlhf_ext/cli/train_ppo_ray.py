@@ -1,6 +1,6 @@
 """``python -m openrlhf_ext.cli.train_ppo_ray``: OpenRLHF's ``train_ppo_ray`` with the papers' modes.
 
-A strict superset of ``python -m openrlhf.cli.train_ppo_ray`` (see :mod:`openrlhf_ext.cli.args`):
+A strict superset of ``python -m openrlhf.cli.train_ppo_ray`` (see :mod:`openrlhf_ext.cli.train_config`):
 every stock flag with its stock default, plus the estimators of docs/algorithms.md §2, the ``--ext.*`` grid
 switches, the legacy flat flag spellings and ``--print_config``. With no model / data / reward
 flags it trains the embedded SmolLM2-135M-Instruct on generated arithmetic problems.
@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 from types import SimpleNamespace
 
-from openrlhf_ext.cli.args import dump_config, exit_with_error, run_stock_main
+from openrlhf_ext.cli.errors import exit_with_error
+from openrlhf_ext.cli.train_config import dump_config, run_stock_main
 from openrlhf_ext.job.checks import InputError
 
 

@@ -76,7 +76,7 @@ REACHES: tuple[Reach, ...] = (
     # -- parser: OpenRLHF builds and validates its arguments inside `if __name__ == "__main__":` -----
     Reach("argparse:ArgumentParser.parse_args", Where.PARSER, "the one moment the fully built stock parser is "
           "reachable: extend it (choices, --ext.*, legacy spellings), resolve presets, then let stock validation run",
-          wrap="openrlhf_ext.cli.args:parse_with_extensions"),
+          wrap="openrlhf_ext.cli.stock_main:parse_with_extensions"),
     # -- driver: the classes OpenRLHF's train() instantiates ----------------------------------------
     Reach("openrlhf.trainer.ppo_trainer:PPOTrainer", Where.DRIVER, "the controller actor: our experience maker "
           "(advantage grid, filtering), all-filtered steps skipped, metrics.jsonl / console / mlflow",

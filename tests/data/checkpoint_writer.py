@@ -19,7 +19,7 @@ from contextlib import nullcontext
 import deepspeed
 import torch
 
-from openrlhf_ext.cli.args import resolve_train_config
+from openrlhf_ext.cli.train_config import resolve_train_config
 from openrlhf_ext.cpu import apply_worker_patches
 from openrlhf_ext.reaches.patching import swapped
 from openrlhf_ext.trainer.checkpoints import atomic_save_ckpt

@@ -18,7 +18,7 @@ from openrlhf.trainer.ppo_utils.experience import Experience
 from openrlhf.trainer.ray import ppo_actor
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from openrlhf_ext.cli.args import resolve_train_config
+from openrlhf_ext.cli.train_config import resolve_train_config
 from openrlhf_ext.reaches.patching import swapped
 from openrlhf_ext.trainer.actors import ExtActorPPOTrainer
 
