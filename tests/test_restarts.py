@@ -6,19 +6,32 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+import traceback
 from pathlib import Path
 
 import pytest
-from ray.exceptions import ActorDiedError, RayTaskError
+import ray
+from ray.core.generated.common_pb2 import ActorDeathCause, ActorDiedErrorContext
+from ray.exceptions import ActorDiedError, RayError, RayTaskError
 from test_resume import save_step
 
 from openrlhf_ext.cli.train_config import resolve_train_config
+from openrlhf_ext.job import run_guard
 from openrlhf_ext.job.restarts import is_actor_fault, run_with_restarts
-from openrlhf_ext.reporting.failures import RewardUnavailable, RunFailure
+from openrlhf_ext.job.run_guard import RunGuard, death_error
+from openrlhf_ext.reporting.failures import RewardUnavailable, RunFailure, describe_failure
 
 
-def task_error(cause: BaseException) -> RayTaskError:
-    return RayTaskError("fit", "Traceback ...", cause).as_instanceof_cause()
+def task_error(cause: BaseException, proctitle: str = "ray::_ExtPPOTrainer.fit", pid: int = 4700) -> RayTaskError:
+    """``cause`` as Ray hands it to the caller of the task that raised it: the task's traceback, process
+    title, pid and node, an instance of the cause's class."""
+    try:
+        raise cause
+    except BaseException:  # noqa: BLE001 (any error a task raises)
+        traceback_text = traceback.format_exc()
+    return RayTaskError(proctitle.removeprefix("ray::"), traceback_text, cause, proctitle=proctitle, pid=pid,
+                        ip="127.0.0.1").as_instanceof_cause()
 
 
 def failure(cause: BaseException) -> RunFailure:
@@ -103,3 +116,81 @@ def test_a_fresh_run_never_restarts_from_an_older_runs_checkpoint(tmp_path):
     run = Run(args, [([1], [], ActorDiedError()), ([1, 2], [], None)])
     run_with_restarts(args, run)
     assert run.seen[1] == (False, []) and run.steps() == [1, 2]
+
+
+# What torch 2.13's gloo raises in a rank whose peer process was killed (a two-process all-reduce, one
+# process ending with os._exit mid-run).
+GLOO_PEER_CLOSED = ("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer "
+                    "[127.0.0.1]:20353. This is typically caused by a remote worker crashing. Check the logs of the "
+                    "remote worker before reporting an error. GLHF! \U0001f3d6\ufe0f")
+# Ray's death cause of an actor whose worker was killed (kill -9), as the GCS reports it.
+KILLED = ("The actor is dead because its worker process has died. Worker exit type: SYSTEM_ERROR Worker exit detail: "
+          "Worker unexpectedly exits with a connection error code 2. End of file.")
+
+
+def gloo_failure_of_surviving_rank() -> RayTaskError:
+    """The driver's error when policy rank 0 (pid 4711) is killed mid-step: the controller's ``fit``
+    failed with rank 1's (pid 4712) all-reduce error."""
+    rank_1 = task_error(RuntimeError(GLOO_PEER_CLOSED), "ray::_ExtPolicyModelActor.fit", pid=4712)
+    return task_error(rank_1)
+
+
+class PollBehindGloo(RunGuard):
+    """A guard whose GCS learns that policy rank 0 died only once rank 1's gloo error reached the driver
+    (with ``rank_0_died`` False: no actor died at all)."""
+
+    def __init__(self, rank_0_died: bool = True) -> None:
+        super().__init__("run")
+        self.rank_0_died = rank_0_died
+        self.gloo_error_raised = threading.Event()
+
+    def dead_actor_error(self) -> Exception | None:
+        if not (self.rank_0_died and self.gloo_error_raised.is_set()):
+            return None
+        context = ActorDiedErrorContext(reason=ActorDiedErrorContext.WORKER_DIED, class_name="_ExtPolicyModelActor",
+                                        pid=4711, node_ip_address="127.0.0.1", actor_id=bytes(ray.ActorID.size()),
+                                        error_message=KILLED)
+        return death_error({"DeathCause": ActorDeathCause(actor_died_error_context=context)})
+
+
+class GuardedAttempts:
+    """Attempts that fail, then succeed, as launch()'s do: the watched block of the first one raises the
+    gloo error of a surviving rank; a Ray error becomes a RunFailure with its one line."""
+
+    def __init__(self, output_dir: str, rank_0_died: bool) -> None:
+        self.output_dir, self.rank_0_died, self.count = output_dir, rank_0_died, 0
+
+    def __call__(self) -> None:
+        self.count += 1
+        if self.count > 1:
+            return
+        guard = PollBehindGloo(self.rank_0_died)
+        try:
+            with guard.watching_actors():
+                guard.gloo_error_raised.set()
+                raise gloo_failure_of_surviving_rank()
+        except RayError as err:
+            raise RunFailure(describe_failure(err, self.output_dir)) from err
+
+
+def test_a_gloo_peer_error_ahead_of_the_poll_is_the_dead_actors_fault_and_restarts(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="openrlhf_ext")
+    args = config(tmp_path)
+    attempts = GuardedAttempts(args.ckpt.output_dir, rank_0_died=True)
+    run_with_restarts(args, attempts)
+    assert attempts.count == 2  # restarted
+    [restart] = [m for m in caplog.messages if m.startswith("restart 1/2 after ")]
+    # The killed rank is named, not the rank that saw its socket close.
+    assert restart.startswith("restart 1/2 after _ExtPolicyModelActor (pid 4711, node 127.0.0.1) failed: actor died: ")
+    assert "4712" not in restart and "Connection closed" not in restart
+
+
+def test_a_gloo_peer_error_without_a_dead_actor_is_reported_as_is(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_guard, "PEER_DEATH_WAIT_S", 0.0)
+    args = config(tmp_path)
+    attempts = GuardedAttempts(args.ckpt.output_dir, rank_0_died=False)
+    with pytest.raises(RunFailure) as failed:
+        run_with_restarts(args, attempts)
+    assert attempts.count == 1  # not a fault: no restart
+    assert str(failed.value).startswith("_ExtPolicyModelActor.fit (pid 4712, node 127.0.0.1) failed: RuntimeError: ")
+    assert "Connection closed by peer [127.0.0.1]:20353" in str(failed.value)

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from openrlhf_ext.job import run_guard
 from openrlhf_ext.job.run_guard import RUN_ID_ENV, RunGuard, stop_run_processes
 
 MARKER = "OPENRLHF_EXT_TEST_MARKER"
@@ -246,3 +248,52 @@ def test_a_late_watcher_interrupt_after_a_clean_end_fails_with_the_actors_error(
     guard = LateWatcher("run")
     with pytest.raises(RuntimeError, match="policy actor died"), guard.watching_actors():
         pass
+
+
+class StuckGcsQuery(RunGuard):
+    """A watcher inside a GCS query that does not answer (Ray makes them without a timeout) until
+    ``answered`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__("run")
+        self.querying, self.answered = threading.Event(), threading.Event()
+
+    def dead_actor_error(self) -> Exception | None:
+        self.querying.set()
+        self.answered.wait()
+        return None
+
+
+def test_a_ctrl_c_does_not_wait_for_the_watchers_gcs_query():
+    guard = StuckGcsQuery()
+    late_answer = threading.Timer(60, guard.answered.set)  # the GCS answers a minute later
+    late_answer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt), guard.watching_actors():
+            assert guard.querying.wait(30)
+            raise KeyboardInterrupt  # the user's Ctrl-C, the watcher stuck in its query
+        assert not guard.answered.is_set()  # the block was left while the query still hung
+    finally:
+        late_answer.cancel()
+        guard.answered.set()
+
+
+def test_a_ray_shutdown_that_hangs_on_a_process_of_the_run_does_not_keep_the_run_alive(monkeypatch):
+    """Ray's shutdown waiting on a process of the run that does not end by itself: the watchdog sweeps
+    the run's processes anyway (SHUTDOWN_S after the stop began), which ends the wait."""
+    import ray
+
+    monkeypatch.setattr(run_guard, "SHUTDOWN_S", 0.5)
+    monkeypatch.setenv(RUN_ID_ENV, "")  # guarded_run sets it; restored after the test
+    waited: list[int | None] = []
+
+    def hanging_shutdown() -> None:
+        try:
+            waited.append(process.wait(timeout=120))
+        except subprocess.TimeoutExpired:
+            waited.append(None)
+
+    monkeypatch.setattr(ray, "shutdown", hanging_shutdown)
+    with run_guard.guarded_run():
+        process = subprocess.Popen(["sleep", "300"])  # a process of the run: it carries the run id
+    assert waited == [-signal.SIGTERM]  # the sweep's SIGTERM ended it

@@ -21,7 +21,10 @@ Three parts, used by :func:`openrlhf_ext.job.launch.launch`:
   interrupts the main thread the same way; the interrupted call then raises the dead actor's own
   error, as Ray would have built it. Without this, the driver waits as long as the actor it waits
   on waits for a dead one (a policy rank at the weight-sync rendezvous with an engine that never
-  started: the group's 10-minute timeout).
+  started: the group's 10-minute timeout). The other way round, a rank in a gloo group with the dead
+  actor (a policy rank's peer, the engine receiving the weights) can fail with "Connection closed by
+  peer" before the GCS has marked the actor dead: such an error waits for the poll to name the dead
+  actor, whose death is then the run's failure.
 """
 
 from __future__ import annotations
@@ -34,18 +37,24 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from openrlhf_ext.reporting.console import configure_logging, show_log_path
+from openrlhf_ext.reporting.failures import gloo_peer_lost
 
 RUN_ID_ENV = "OPENRLHF_EXT_RUN_ID"
 GRACE_S = 3.0  # SIGTERM -> SIGKILL
 PARENT_POLL_S = 0.5  # the watchdog's check of its parent
 WATCH_S = 1.0  # the driver's poll of dead actors
+# How long a gloo error naming a lost peer waits for the GCS to report the peer's actor dead: a killed
+# worker's death reaches it within a second or two; a lost node's only after its health checks fail.
+PEER_DEATH_WAIT_S = 30.0
 SWEEP_ROUNDS = 5  # processes can be spawned while the run is torn down: sweep until none is left
+SHUTDOWN_S = 15.0  # Ray's own shutdown of a run takes 1-3 s (up to ~10 s on a loaded 2-core machine)
 WATCHDOG_WAIT_S = SWEEP_ROUNDS * (GRACE_S + 1)
 INTENDED_EXIT = "Worker exit type: INTENDED_USER_EXIT"
 
@@ -155,24 +164,58 @@ class RunGuard:
             self.signum = signum
         raise KeyboardInterrupt
 
-    def _poll_dead_actors(self, stop: threading.Event) -> None:
+    def dead_actor_error(self) -> Exception | None:
+        """The error of the first actor of this job that died (a query of the GCS), or None."""
         import ray
         from ray._private import state
 
         job_id = ray.JobID.from_hex(ray.get_runtime_context().get_job_id())
+        for info in state.actors(job_id=job_id, actor_state_name="DEAD").values():
+            error = death_error(info)
+            if error is not None:
+                return error
+        return None
+
+    def _poll_dead_actors(self, stop: threading.Event) -> None:
         while not stop.wait(WATCH_S):
             try:
-                dead = state.actors(job_id=job_id, actor_state_name="DEAD").values()
+                error = self.dead_actor_error()
             except Exception:  # noqa: BLE001  (Ray shutting down under us: the main thread sees why)
                 return
-            for info in dead:
-                error = death_error(info)
-                if error is not None:
-                    with self._watch_lock:
-                        if not stop.is_set():  # else the watched block has ended, with the driver's own error
-                            self.failure = error
-                            _thread.interrupt_main(signal.SIGTERM)  # runs _on_sigterm in the main thread
-                    return
+            if error is not None:
+                with self._watch_lock:
+                    if not stop.is_set():  # else the watched block has ended, with the driver's own error
+                        self.failure = error
+                        _thread.interrupt_main(signal.SIGTERM)  # runs _on_sigterm in the main thread
+                return
+
+    def _await_dead_actor(self) -> Exception | None:
+        """The first dead actor's error, polled for up to :data:`PEER_DEATH_WAIT_S` (None: no actor died)."""
+        deadline = time.monotonic() + PEER_DEATH_WAIT_S
+        while True:
+            try:
+                error = self.dead_actor_error()
+            except Exception:  # noqa: BLE001  (Ray is going down: no actor to name, the error stands)
+                return None
+            if error is not None or time.monotonic() >= deadline:
+                return error
+            time.sleep(WATCH_S)
+
+    def _stop_watching(self, stop: threading.Event, watcher: threading.Thread) -> None:
+        try:
+            with self._watch_lock:
+                stop.set()  # from here on the watcher interrupts no more: no need to wait for it
+            # Bounded: the watcher may be inside a GCS query, which Ray makes without a timeout, and the
+            # stop (a Ctrl-C's included) must not wait on it. The join is where an interrupt the watcher
+            # sent before the stop lands.
+            watcher.join(timeout=WATCH_S)
+        except KeyboardInterrupt as interrupt:
+            # The watcher's interrupt, landing after the block ended (the driver saw the dead actor
+            # first, e.g. in ray.get): a user's Ctrl-C or SIGTERM has no failure set.
+            if self.failure is None:
+                raise
+            if interrupt.__context__ is None:  # the block had ended without an error: fail it now
+                raise self.failure from None
 
     @contextmanager
     def watching_actors(self) -> Iterator[None]:
@@ -188,18 +231,19 @@ class RunGuard:
             if self.failure is not None:
                 raise self.failure from None
             raise
+        except Exception as err:
+            if not gloo_peer_lost(err):
+                raise
+            # A rank whose gloo peer died reports it before the GCS knows the peer is dead, so before
+            # the poll names the dead actor: the death is the failure (a restart gets past it), the
+            # surviving rank's error only its echo. No actor dead: the gloo error is the failure.
+            self._stop_watching(stop, watcher)
+            failure = self.failure or self._await_dead_actor()
+            if failure is None:
+                raise
+            raise failure from err
         finally:
-            try:
-                with self._watch_lock:
-                    stop.set()
-                watcher.join()
-            except KeyboardInterrupt as interrupt:
-                # The watcher's interrupt, landing after the block ended (the driver saw the dead actor
-                # first, e.g. in ray.get): a user's Ctrl-C or SIGTERM has no failure set.
-                if self.failure is None:
-                    raise
-                if interrupt.__context__ is None:  # the block had ended without an error: fail it now
-                    raise self.failure from None
+            self._stop_watching(stop, watcher)
 
 
 @contextmanager
@@ -225,8 +269,17 @@ def guarded_run() -> Iterator[RunGuard]:
         raise SystemExit(128 + signum) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-        ray.shutdown()
-        watchdog.stdin.close()  # the watchdog sweeps what Ray left behind, then exits
+        # The watchdog sweeps what Ray left behind, then exits; it starts when Ray's shutdown returns, or
+        # after SHUTDOWN_S if the shutdown waits on a process of the run that does not answer (the
+        # sweep stops that process too, and so ends the wait).
+        sweep = threading.Timer(SHUTDOWN_S, watchdog.stdin.close)
+        sweep.start()
+        try:
+            ray.shutdown()
+        finally:
+            sweep.cancel()
+            sweep.join()  # a close in progress ends before ours (a no-op then)
+            watchdog.stdin.close()
         try:
             watchdog.wait(timeout=WATCHDOG_WAIT_S)
         except subprocess.TimeoutExpired:

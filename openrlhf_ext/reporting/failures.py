@@ -79,6 +79,19 @@ def _exception_line(traceback_text: str) -> str:
     return _first_line(" ".join(part.strip() for part in tail[:end]))
 
 
+# A gloo collective or send whose peer process is gone: its socket closed (a killed process's is) or
+# reset. torch 2.13 raises them as RuntimeError (other releases: DistBackendError), e.g.
+# "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:20353. ..."
+# and "[.../pair.cc:537] Read error [127.0.0.1]:9143: Connection reset by peer. ...".
+_GLOO_PEER_LOST = re.compile(r"\bgloo\b.*\b(?:Connection closed by peer|Connection reset by peer|Broken pipe)")
+
+
+def gloo_peer_lost(err: BaseException) -> bool:
+    """Whether ``err`` (a Ray failure chain: its text holds every task's traceback) is a gloo error of a
+    rank that lost its peer, the echo of another process's death."""
+    return _GLOO_PEER_LOST.search(_plain(str(err))) is not None
+
+
 def summarize_failure(err: BaseException) -> tuple[str, str, int | None]:
     """(failed part, cause, worker pid) of a Ray failure chain, from its innermost link."""
     from ray.exceptions import ActorDiedError, RayError, RayTaskError
@@ -128,18 +141,26 @@ def describe_failure(err: BaseException, output_dir: str) -> str:
     return f"{part} failed: {cause} ({where})"
 
 
+def reward_connect_error(url: str, timeout_s: float = 2.0) -> str | None:
+    """Why the reward server at HTTP(S) ``url`` does not accept connections; None when it does, or when
+    ``url`` is a reward file."""
+    if not url.startswith(("http://", "https://")):
+        return None
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return f"cannot connect: {exc.strerror or exc}"
+
+
 def probe_reward_url(url: str, timeout_s: float = 2.0) -> str:
     """Why ``url`` may give no reward: a reward file raised (its log is the generator's), or the
     server does not accept connections."""
     if not url.startswith(("http://", "https://")):
         return "the reward function raised or returned nothing (see the rollout generator's log)"
-    parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout_s):
-            return "the server accepts connections but answered with errors (see its log)"
-    except OSError as exc:
-        return f"cannot connect: {exc.strerror or exc}"
+    return reward_connect_error(url, timeout_s) or "the server accepts connections but answered with errors (see its log)"
 
 
 def check_rewards(samples: list, reward_urls: list[str] | None) -> None:
