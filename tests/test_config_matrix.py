@@ -40,9 +40,10 @@ RUNS = {
          "--actor_num_gpus_per_node", "2", "--ref_num_gpus_per_node", "2", "--colocate_actor_ref",
          "--micro_train_batch_size", "2"), 2),
     # Group-normalised (GRPO), the math reward behind the project's reward server, micro-batches of 2
-    # with an entropy term.
-    "group_norm_reward_server": (
-        ("--advantage_estimator", "group_norm", "--micro_train_batch_size", "2", "--actor.entropy_coef", "0.01"), 2),
+    # with an entropy term, every model and the engine colocated (vLLM sleep is a CUDA feature: off).
+    "group_norm_reward_server_colocate_all": (
+        ("--advantage_estimator", "group_norm", "--micro_train_batch_size", "2", "--actor.entropy_coef", "0.01",
+         "--colocate_all_models"), 2),
     # REINFORCE++ with a two-turn agent function and stock dynamic filtering (drops the all-correct groups).
     "reinforce_pp_agent_dynamic_filtering": (
         ("--advantage_estimator", "reinforce", "--train.agent_func_path", TWO_TURN_AGENT, "--dynamic_filtering",
@@ -80,7 +81,7 @@ def test_configuration_trains_to_the_end(name, tmp_path, tiny_model_dir, request
     extra, steps = RUNS[name]
     out = tmp_path / "run"
     flags = [*small_run_flags(tiny_model_dir, out), *extra]
-    if name == "group_norm_reward_server":
+    if name == "group_norm_reward_server_colocate_all":
         flags += ["--remote_rm_url", request.getfixturevalue("reward_server")]
     if name == "ppo_critic_packing":
         flags += ["--critic_pretrain", tiny_model_dir]
