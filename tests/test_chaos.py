@@ -1,5 +1,7 @@
 """Chaos: one run loses its generator, its reference model and its policy rank (kill -9, each mid-step)
-and finishes anyway with ``--ext.max_restarts 3``, with the weights of a run resumed by hand.
+and finishes anyway with ``--ext.max_restarts 3``, with the weights of a run resumed by hand; another
+loses its reward server (kill -9 after step 1), waits for it to come back on its port, restarts and
+finishes.
 
 Real parts: the CLI, Ray, OpenRLHF's driver and actors on CPU (vLLM generator, reference model, policy on
 DeepSpeed ZeRO-3), atomic DeepSpeed checkpoints, restarts; the actors are found among the training
@@ -20,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from helpers import HALF_FILTERED_REWARD, read_metrics, small_run_flags
+from helpers import HALF_FILTERED_REWARD, REPO_ROOT, free_port, read_metrics, small_run_flags
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -125,3 +127,46 @@ def test_killed_generator_reference_and_policy_rank_are_survived(tmp_path, tiny_
     resumed = load_file(hand / "model.safetensors")
     assert resumed.keys() == trained.keys()
     assert all(torch.equal(resumed[k], trained[k]) for k in trained)
+
+
+def start_reward_server(port: int) -> subprocess.Popen:
+    """The project's math reward server on ``port`` (loopback), once it listens."""
+    server = subprocess.Popen([sys.executable, "-m", "openrlhf_ext.rewards.server", "--host", "127.0.0.1", "--port",
+                               str(port), "--workers", "1"], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    line = server.stdout.readline()
+    assert f"listening on http://127.0.0.1:{port}/" in line, line
+    return server
+
+
+def test_a_killed_reward_server_is_waited_for_and_the_run_finishes(tmp_path, tiny_model_dir):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/get_reward"
+    out, log = tmp_path / "run", tmp_path / "run.log"
+    # 8 prompts, 4 per step, 2 episodes: 4 steps, each saved; the default restarts (2).
+    flags = [*small_run_flags(tiny_model_dir, out), "--remote_rm_url", url, "--advantage_estimator", "group_norm",
+             "--init_kl_coef", "0", "--num_episodes", "2", "--ckpt.save_steps", "1", "--ckpt.path", str(out / "ckpt")]
+    servers = [start_reward_server(port)]
+    proc = train(flags, log)
+    try:
+        wait_for(lambda: latest(out / "ckpt") == "global_step1", proc, log, "checkpoint global_step1")
+        servers[0].kill()  # a later step's rollout finds no server
+        servers[0].wait()
+        wait_for(lambda: "does not accept connections" in log.read_text(), proc, log, "the wait for the server")
+        servers.append(start_reward_server(port))  # as a supervisor would, on the same port
+        assert proc.wait(timeout=600) == 0, log.read_text()[-5000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for server in servers:
+            server.kill()
+            server.wait()
+    text = log.read_text()
+    restarts = re.findall(r"\[openrlhf_ext\] restart (\d)/2 after (.*)", text)
+    assert len(restarts) == 1, text[-5000:]
+    assert re.match(rf"_ExtPPOTrainer\.fit \(pid \d+, node [\d.]+\) failed: RewardUnavailable: no reward for \d+ of "
+                    rf"16 rollout samples from --reward\.remote_url {re.escape(url)}: cannot connect: ", restarts[0][1])
+    assert f"the reward server {url} does not accept connections" in text
+    assert f"[openrlhf_ext] the reward server is back: {url}" in text
+    assert re.search(r"\[openrlhf_ext\] restart 1/2: resuming after step [123]\n", text), text[-5000:]
+    assert [r["step"] for r in read_metrics(out)] == [1, 2, 3, 4]  # every step once

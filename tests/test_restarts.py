@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import traceback
@@ -17,7 +18,8 @@ from ray.exceptions import ActorDiedError, RayError, RayTaskError
 from test_resume import save_step
 
 from openrlhf_ext.cli.train_config import resolve_train_config
-from openrlhf_ext.job import run_guard
+from openrlhf_ext.job import restarts, run_guard
+from openrlhf_ext.job.checks import InputError
 from openrlhf_ext.job.restarts import is_actor_fault, run_with_restarts
 from openrlhf_ext.job.run_guard import RunGuard, death_error
 from openrlhf_ext.reporting.failures import RewardUnavailable, RunFailure, describe_failure
@@ -194,3 +196,67 @@ def test_a_gloo_peer_error_without_a_dead_actor_is_reported_as_is(tmp_path, monk
     assert attempts.count == 1  # not a fault: no restart
     assert str(failed.value).startswith("_ExtPolicyModelActor.fit (pid 4712, node 127.0.0.1) failed: RuntimeError: ")
     assert "Connection closed by peer [127.0.0.1]:20353" in str(failed.value)
+
+
+REWARD_URL = "http://127.0.0.1:9/get_reward"
+
+
+class RewardServerDown:
+    """``reward_connect_error`` of a server that refuses connections on its first ``down`` checks."""
+
+    def __init__(self, down: int | float) -> None:
+        self.down, self.checks = down, 0
+
+    def __call__(self, url: str) -> str | None:
+        assert url == REWARD_URL
+        self.checks += 1
+        return "cannot connect: Connection refused" if self.checks <= self.down else None
+
+
+@pytest.fixture
+def quick_backoff(monkeypatch):
+    monkeypatch.setattr(restarts, "_REWARD_BACKOFF_S", (0.01,))
+
+
+def test_a_restart_after_a_missing_reward_waits_for_the_reward_server(tmp_path, monkeypatch, caplog, quick_backoff):
+    caplog.set_level(logging.INFO, logger="openrlhf_ext")
+    server = RewardServerDown(down=3)
+    monkeypatch.setattr(restarts, "reward_connect_error", server)
+    args = config(tmp_path, "--remote_rm_url", REWARD_URL)
+    run = Run(args, [([1, 2], [2], RewardUnavailable(f"no reward for 4 of 4 rollout samples from {REWARD_URL}")),
+                     ([3], [], None)])
+    run_with_restarts(args, run)
+    assert server.checks == 4 and run.steps() == [1, 2, 3]
+    waiting = [m for m in caplog.messages if "does not accept connections" in m]
+    assert waiting == [f"the reward server {REWARD_URL} does not accept connections (cannot connect: Connection "
+                       "refused): waiting up to 600 s for it ($OPENRLHF_EXT_REWARD_WAIT_S)"]
+    assert f"the reward server is back: {REWARD_URL}" in caplog.messages
+
+
+def test_a_dead_actor_does_not_wait_for_the_reward_server(tmp_path, monkeypatch, quick_backoff):
+    server = RewardServerDown(down=math.inf)
+    monkeypatch.setattr(restarts, "reward_connect_error", server)
+    args = config(tmp_path, "--remote_rm_url", REWARD_URL)
+    run_with_restarts(args, Run(args, [([1], [], ActorDiedError()), ([1], [], None)]))
+    assert server.checks == 0
+
+
+def test_a_reward_server_that_does_not_come_back_ends_the_run_in_one_line(tmp_path, monkeypatch, quick_backoff):
+    monkeypatch.setattr(restarts, "reward_connect_error", RewardServerDown(down=math.inf))
+    monkeypatch.setenv("OPENRLHF_EXT_REWARD_WAIT_S", "0.2")
+    args = config(tmp_path, "--remote_rm_url", REWARD_URL)
+    run = Run(args, [([1], [], RewardUnavailable("no reward"))])
+    with pytest.raises(RunFailure) as failed:
+        run_with_restarts(args, run)
+    assert str(failed.value) == (f"the reward server {REWARD_URL} did not come back within 0 s (cannot connect: "
+                                 "Connection refused); start it and resume the run with --ckpt.load_enable")
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+def test_a_bad_reward_wait_is_refused_before_the_run_starts(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("OPENRLHF_EXT_REWARD_WAIT_S", value)
+    args = config(tmp_path)
+    run = Run(args, [([1], [], None)])
+    with pytest.raises(InputError, match=r"^\$OPENRLHF_EXT_REWARD_WAIT_S: must be a number of seconds >= 0"):
+        run_with_restarts(args, run)
+    assert run.seen == []
