@@ -114,16 +114,23 @@ def test_ray_job_submit_on_two_nodes(tmp_path, tiny_model_dir, monkeypatch):
 
     ray_bin = str(Path(sys.executable).with_name("ray"))
     monkeypatch.delenv("RAY_ADDRESS")  # explicit addresses below (Ray's state API reads it first)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Nodes as a user starts them: without the Ray settings or run state of this test process.
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("RAY_", "OPENRLHF_EXT_"))}
+    env["PYTHONUNBUFFERED"] = "1"
     gcs_port, dashboard_port = free_port(), free_port()
     address = f"http://127.0.0.1:{dashboard_port}"
-    ray_temp = tempfile.mkdtemp(prefix="rayjob", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    head = start_ray_node(ray_bin, env, ray_temp, {"openrlhf_policy": 1}, gcs_port, dashboard_port)
+    # A temp dir per node, as two machines have. With a shared one, the second node's runtime-env agent,
+    # setting up the job's env for its first worker, deletes and unpacks again (Ray's working_dir plugin
+    # unpacks with overwrite) the very folder the head's job driver and workers import from, and an
+    # import there meanwhile fails: ModuleNotFoundError of a module of ours, in a loaded full-suite run.
+    # Short names: Ray's socket paths must fit 107 bytes.
+    ray_temps = [tempfile.mkdtemp(prefix=f"ray{role}", dir="/tmp") for role in ("head", "node")]
+    head = start_ray_node(ray_bin, env, ray_temps[0], {"openrlhf_policy": 1}, gcs_port, dashboard_port)
     nodes = [head]
     out = tmp_path / "job"
     try:
         wait_for_dashboard(address, head)
-        nodes.append(start_ray_node(ray_bin, env, ray_temp, {"openrlhf_rollout": 1, "openrlhf_reference": 1},
+        nodes.append(start_ray_node(ray_bin, env, ray_temps[1], {"openrlhf_rollout": 1, "openrlhf_reference": 1},
                                     gcs_port))
         deadline = time.monotonic() + 120
         while len([n for n in list_nodes(address=address) if n.state == "ALIVE"]) < 2:
@@ -166,4 +173,5 @@ def test_ray_job_submit_on_two_nodes(tmp_path, tiny_model_dir, monkeypatch):
     finally:
         for node in reversed(nodes):
             stop_ray_node(node)
-        shutil.rmtree(ray_temp, ignore_errors=True)
+        for ray_temp in ray_temps:
+            shutil.rmtree(ray_temp, ignore_errors=True)
