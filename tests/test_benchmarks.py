@@ -71,7 +71,7 @@ def test_an_unreachable_dataset_is_one_line(tmp_path):
                            "could not be fetched from the Hugging Face Hub (offline?): "), line
 
 
-def test_training_builds_the_named_prompt_and_eval_sets(tmp_path, tiny_model_dir, hub_benchmarks, capsys):
+def test_training_builds_the_named_prompt_and_eval_sets(tmp_path, tiny_model_dir, hub_benchmarks, caplog):
     """``--prompt_data gsm8k_train --eval_dataset math500,aime24`` without a template: written into the run
     folder with the chat template, one datasource per eval benchmark, and checked as any prompt file."""
     from transformers import AutoTokenizer
@@ -85,10 +85,10 @@ def test_training_builds_the_named_prompt_and_eval_sets(tmp_path, tiny_model_dir
                                  "math500,aime24", "--advantage_estimator", "reinforce", "--generate_max_len", "16",
                                  "--max_len", "256", "--save_path", str(out)])
     assert args.ext.template is None
-    env = prepare_inputs(args)
+    with caplog.at_level("INFO", logger="openrlhf_ext"):
+        env = prepare_inputs(args)
     assert args.ext.template == "chat" and env["OPENRLHF_EXT_REWARD_TEMPLATE"] == "chat"
-    assert "gsm8k_train, math500, aime24: benchmark name(s), prompts built with --ext.template chat" in (
-        capsys.readouterr().out)
+    assert "gsm8k_train, math500, aime24: benchmark name(s), prompts built with --ext.template chat" in caplog.text
     assert (args.data.input_key, args.data.label_key, args.data.apply_chat_template) == ("input", "label", False)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     prompts = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]

@@ -135,7 +135,7 @@ def test_every_copy_source_exists_and_is_in_the_build_context(dockerfile):
 def test_dockerignore_keeps_the_heavy_and_volatile_paths_out():
     for path in (".venv/bin/python", ".git/HEAD", "ckpt/x", "tests/test_cli.py", "openrlhf_ext/__pycache__/a.pyc"):
         assert dockerignore_excludes(path), path
-    assert not dockerignore_excludes("openrlhf_ext/cli/args.py")
+    assert not dockerignore_excludes("openrlhf_ext/cli/train_config.py")
 
 
 def test_pins_agree_with_pyproject_and_constraints():

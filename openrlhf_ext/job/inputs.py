@@ -16,6 +16,7 @@ here they become real paths, in the driver, once:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -31,8 +32,7 @@ EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 EMBEDDED_PROMPTS = "embedded:arithmetic"
 
 
-def _log(message: str) -> None:
-    print(f"[openrlhf_ext] {message}", flush=True)
+logger = logging.getLogger(__name__)
 
 
 def resolve_model(args: SimpleNamespace) -> None:
@@ -53,7 +53,7 @@ def _templated_file(flag: str, source: str, out: Path, args: SimpleNamespace, to
                                  answer_key=answer_key, limit=limit, seed=args.train.seed)
     except DatasetFormatError as err:
         raise InputError(f"{flag}: {err}") from None
-    _log(f"prompts ({args.ext.template} template) from {source}: {path}")
+    logger.info(f"prompts ({args.ext.template} template) from {source}: {path}")
     return str(path)
 
 
@@ -75,7 +75,7 @@ def resolve_prompts(args: SimpleNamespace, tokenizer: Any) -> None:
     if named and not args.ext.template:
         # OpenRLHF cannot read a benchmark name: it is built here, templated as the embedded prompts are.
         args.ext.template = "chat"
-        _log(f"{', '.join(named)}: benchmark name(s), prompts built with --ext.template chat")
+        logger.info(f"{', '.join(named)}: benchmark name(s), prompts built with --ext.template chat")
     if data.prompt_dataset == EMBEDDED_PROMPTS:
         source = f"synthetic:{args.ext.difficulty}:{args.ext.num_prompts}"
         data.prompt_dataset = _templated_file(flag, source, run_dir / "prompts.jsonl", args, tokenizer,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from types import SimpleNamespace
+
+logger = logging.getLogger(__name__)
 
 
 def launch(args: SimpleNamespace) -> None:
@@ -61,7 +64,7 @@ def write_run_report(output_dir: str) -> None:
 
     metrics = Path(output_dir) / METRICS_FILE
     if not metrics.exists():
-        print(f"[openrlhf_ext] no {metrics}: nothing to report")
+        logger.warning(f"no {metrics}: nothing to report")
         return
     records = load_metrics(metrics)
     png = plot_runs({Path(output_dir).name: records}, Path(output_dir) / "curves.png")
