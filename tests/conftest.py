@@ -10,14 +10,47 @@ that wraps OpenRLHF does; this is the only place tests rely on stubs.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
+import signal
+import sys
+from collections.abc import Iterator
 
 import pytest
 from helpers import MATH_DATA, read_problems, write_hub_dataset
 
 from openrlhf_ext.data import BENCHMARKS
-from openrlhf_ext.reaches import Where, apply
+from openrlhf_ext.reaches import REACHES, Where, apply
+from openrlhf_ext.reaches.patching import is_patched, original
 
 apply(Where.IMPORT)  # see the module docstring
+
+
+def _unpatch(target: str) -> None:
+    """Put back in ``target`` what it held before our first patch of it."""
+    module, _, path = target.partition(":")
+    *outer, attr = path.split(".")
+    setattr(functools.reduce(getattr, outer, sys.modules[module]), attr, original(target))
+
+
+@pytest.fixture(autouse=True)
+def isolated_process_state() -> Iterator[None]:
+    """What a test changes in this process is undone after it, so that no test runs in another's
+    leftovers: the environment (every subprocess inherits it; ray.init sets variables, a launch adds
+    the workers'), the SIGINT / SIGTERM handlers (the run guard's, Ray's sys.exit) and the reaches
+    applied for good (importing the vLLM engine's module patches vLLM)."""
+    environ = dict(os.environ)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    patched = {reach.target for reach in REACHES if is_patched(reach.target)}
+    yield
+    for reach in REACHES:
+        if reach.target not in patched and is_patched(reach.target):
+            _unpatch(reach.target)
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+    if os.environ != environ:
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 @pytest.fixture(autouse=True)
