@@ -9,8 +9,9 @@ Three parts, used by :func:`openrlhf_ext.job.launch.launch`:
 * **Watchdog.** A small process (``python -m openrlhf_ext.job.run_guard DRIVER_PID RUN_ID``)
   in its own session, so that a terminal's Ctrl-C does not stop it before it has done its work.
   When the driver is gone, however it ended (normal exit, exception, SIGINT/SIGTERM or SIGKILL),
-  or when the driver closes its stdin at the end of the run, it terminates every process still
-  carrying the run id and kills what is left after :data:`GRACE_S`. Ray's own clean-up is not
+  or when the driver closes its stdin at the end of the run (after ``ray.shutdown()``, or
+  :data:`SHUTDOWN_S` into one that hangs), it terminates every process still carrying the run id
+  and kills what is left after :data:`GRACE_S`. Ray's own clean-up is not
   enough: after a SIGKILL of the driver its dashboard and runtime-env agents lingered for ~60 s,
   and after a normal ``ray.shutdown()`` the actors (vLLM's worker too) were still running.
 * **Signals and actor deaths.** Ray's blocking ``ray.get`` gives way only to KeyboardInterrupt
