@@ -84,25 +84,33 @@ ray.shutdown()
 """
 
 
-def test_a_cpu_only_driver_joining_a_gpu_cluster_picks_cuda_and_says_so(monkeypatch, capsys, caplog):
-    """A real Ray cluster listing a GPU, joined by address from this CPU-only process through the CLI:
-    the run is a CUDA run (stock layout and flags), and the launch's first line says why."""
-    from openrlhf_ext.cli.train_ppo_ray import main
+# The CLI in a process of its own, as a user's driver runs: this test process may hold a Ray
+# connection of an earlier test, which the look at the cluster would reuse.
+CLI_DRIVER = """
+import sys, ray
+from openrlhf_ext.cli.train_ppo_ray import main
+main(sys.argv[1:])
+print("connection left:", ray.is_initialized(), file=sys.stderr)
+"""
 
+
+def test_a_cpu_only_driver_joining_a_gpu_cluster_picks_cuda_and_says_so(caplog):
+    """A real Ray cluster listing a GPU, joined by address from a CPU-only driver through the CLI:
+    the run is a CUDA run (stock layout and flags), and the launch's first line says why."""
+    env = {key: value for key, value in os.environ.items() if key != "OPENRLHF_EXT_PLATFORM"}
     head = subprocess.Popen([sys.executable, "-c", RAY_HEAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "RAY_ADDRESS": "local"})
+                            env={**env, "RAY_ADDRESS": "local"})
     try:
         address = head.stdout.readline().strip()
         assert address, "the Ray head did not start"
-        monkeypatch.setenv("RAY_ADDRESS", address)
-        monkeypatch.delenv("OPENRLHF_EXT_PLATFORM", raising=False)
-        main(["--pretrain", "/m", "--prompt_data", "/d.jsonl", "--remote_rm_url", "/r.py", "--print_config"])
-        out = capsys.readouterr().out
-        import ray
-
-        assert not ray.is_initialized()  # the look at the cluster left no connection behind
+        driver = subprocess.run([sys.executable, "-c", CLI_DRIVER, "--pretrain", "/m", "--prompt_data", "/d.jsonl",
+                                 "--remote_rm_url", "/r.py", "--print_config"], env={**env, "RAY_ADDRESS": address},
+                                capture_output=True, text=True, timeout=300)
     finally:
         head.communicate("", timeout=60)
+    assert driver.returncode == 0, driver.stderr[-3000:]
+    assert "connection left: False" in driver.stderr  # the look at the cluster left no connection behind
+    out = driver.stdout
     config = json.loads(out[out.index("{\n"):])
     assert config["platform"]["name"] == "cuda" and config["platform"]["ray_address"] == address
     assert config["actor"]["num_gpus_per_node"] == 8 and config["vllm"]["sync_backend"] == "nccl"
