@@ -10,8 +10,15 @@ ALGO ?= reinforce_rej
 setup:
 	@bash scripts/setup_env.sh
 
+# The suite runs in a random order (pytest-randomly); the seed is printed first, and
+# `make test SEED=N` repeats that order.
+ifndef SEED
+SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+endif
+
 test: lint
-	$(PY) -m pytest -q tests
+	@echo "test order: --randomly-seed=$(SEED)"
+	$(PY) -m pytest -q -p randomly --randomly-seed=$(SEED) tests
 
 demo: setup
 	$(PY) -m openrlhf_ext.cli.train_ppo_ray --advantage_estimator $(ALGO)
