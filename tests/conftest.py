@@ -80,8 +80,10 @@ def local_ray():
     from openrlhf_ext.cpu.worker import ray_runtime_env
 
     if not ray.is_initialized():
+        # log_to_driver off: Ray streams its workers' output to this process's stderr whenever it arrives,
+        # i.e. into the captured output of whichever test runs then (a later test counting its error lines).
         ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, runtime_env=ray_runtime_env({}),
-                 _node_ip_address="127.0.0.1")
+                 _node_ip_address="127.0.0.1", log_to_driver=False)
     yield ray
     ray.shutdown()
 
