@@ -292,14 +292,14 @@ class ExtExperienceMaker(RemoteExperienceMaker):
         """Samples that skip every forward pass, as micro-batches filled with zeros. Their old log-probs
         are :data:`SKIPPED_LOG_PROB` (only zero-advantage rows keep an action mask to use them)."""
         size = self.args.rollout.micro_batch_size
+        # The fields the forwarded rows have (stock make_experience): stock batching takes the first
+        # row's field type, so a micro-batch mixing both kinds must not mix None and tensors.
+        with_reference = self.args.algo.kl.use_loss and self.initial_model_group is not None
         rows = []
         for start in range(0, len(dropped), size):
             batch = Experience.concat_experiences(dropped[start : start + size], self.tokenizer.pad_token_id)
             zeros = torch.zeros(batch.action_mask.shape, dtype=torch.float32)
             batch.action_log_probs = torch.full_like(zeros, SKIPPED_LOG_PROB)
-            # The fields the forwarded rows have (stock make_experience): stock batching takes the first
-            # row's field type, so a micro-batch mixing both kinds must not mix None and tensors.
-            with_reference = self.args.algo.kl.use_loss and self.initial_model_group is not None
             batch.base_action_log_probs = zeros.clone() if with_reference else None
             batch.values = zeros.clone() if self.critic_model_group is not None else None
             batch.kl = zeros.clone()
